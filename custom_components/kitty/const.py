@@ -1,0 +1,5 @@
+"""Constants of the KITTY integration."""
+
+from typing import Final
+
+DOMAIN: Final = "kitty"

@@ -1,0 +1,98 @@
+"""The MQTT contract between the KITTY services and the Home Assistant integration.
+
+This module is the one place the topics and payloads are written down. The JSON
+schemas under `schemas/v<N>/` are generated from it (`python -m kittyai.contract`)
+and a test keeps them identical, so non-Python consumers can rely on them.
+
+Conventions (see ARCHITECTURE.md): availability and state are retained with QoS 1;
+events are QoS 1 and not retained; high-rate progress is QoS 0.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kittyai.catalog import ServiceName
+
+CONTRACT_VERSION = 1
+TOPIC_ROOT = "kitty"
+# Home Assistant's MQTT birth and will topic; `online` asks publishers to re-send state.
+HA_STATUS_TOPIC = "homeassistant/status"
+HA_ONLINE = "online"
+
+
+class Availability(StrEnum):
+    """Payload of `kitty/<service>/availability`."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class ServiceInfo(BaseModel):
+    """Payload of `kitty/<service>/info`, and the body of `GET /api/info`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="ServiceInfo")
+
+    v: Literal[1] = Field(default=1, description="Contract version of this payload.")
+    service: ServiceName
+    instance_id: str = Field(
+        min_length=8, max_length=64, description="Stable id of this installation."
+    )
+    version: str = Field(min_length=1, description="Version of the kittyai library.")
+    started_at: datetime = Field(description="When this process started (UTC).")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic of the contract."""
+
+    name: str
+    pattern: str
+    qos: int
+    retain: bool
+    payload: type[BaseModel] | type[StrEnum]
+    description: str
+
+    def topic(self, service: ServiceName) -> str:
+        """Return the concrete topic for a service."""
+        return self.pattern.format(service=service.value)
+
+    @property
+    def wildcard(self) -> str:
+        """Return the subscription filter that matches every service."""
+        return self.pattern.format(service="+")
+
+
+AVAILABILITY = TopicSpec(
+    name="availability",
+    pattern=TOPIC_ROOT + "/{service}/availability",
+    qos=1,
+    retain=True,
+    payload=Availability,
+    description="`online` once connected; `offline` as the last will and on clean stop.",
+)
+INFO = TopicSpec(
+    name="info",
+    pattern=TOPIC_ROOT + "/{service}/info",
+    qos=1,
+    retain=True,
+    payload=ServiceInfo,
+    description="Who the service is; re-sent when Home Assistant comes online.",
+)
+
+TOPICS: tuple[TopicSpec, ...] = (AVAILABILITY, INFO)
+
+
+def service_from_topic(topic: str) -> ServiceName | None:
+    """Return the service a `kitty/<service>/...` topic belongs to, if any."""
+    root, _, rest = topic.partition("/")
+    service, _, leaf = rest.partition("/")
+    if root != TOPIC_ROOT or not leaf:
+        return None
+    try:
+        return ServiceName(service)
+    except ValueError:
+        return None

@@ -1,0 +1,29 @@
+"""Shared fixtures.
+
+The module-level import of `custom_components.kitty` must stay: it binds the
+`custom_components` package to this repository before Home Assistant's test
+harness mounts its own testing config, which would otherwise hide KITTY
+("Integration not found").
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from custom_components.kitty.const import DOMAIN  # noqa: F401
+from tests.helpers.broker import MosquittoBroker
+
+
+@pytest.fixture(autouse=True)
+def allow_loopback_sockets(socket_enabled: None) -> None:
+    """Let tests talk to their real peers; pytest-socket still allows only 127.0.0.1."""
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """Start a real Mosquitto broker on a free port for one test."""
+    broker = MosquittoBroker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

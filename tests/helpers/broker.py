@@ -1,0 +1,55 @@
+"""A real Mosquitto broker on a free port, owned by one test."""
+
+from pathlib import Path
+import shutil
+import subprocess
+
+from tests.helpers.net import free_port, wait_for_port
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class MosquittoBroker:
+    """Starts, stops and restarts Mosquitto on one fixed port, without persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        """Prepare a broker whose config and log live in `workdir`."""
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._conf = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self._conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            f"log_dest file {self.log_path}\n"
+            "log_type all\n",
+            encoding="utf-8",
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        self._process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self._conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """Stop the broker; retained messages are gone with it."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        """Stop and start the broker on the same port."""
+        self.stop()
+        self.start()
