@@ -1,0 +1,1 @@
+"""Custom integrations shipped in this repository (KITTY)."""

@@ -3,3 +3,6 @@
 from typing import Final
 
 DOMAIN: Final = "kitty"
+
+# Title of the config entry and manufacturer of the service devices.
+NAME: Final = "KITTY"

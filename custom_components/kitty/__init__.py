@@ -1,0 +1,70 @@
+"""The KITTY integration: the AI brain of a home lab or maker workshop."""
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_TOKEN, CONF_URL, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+
+from kittyai.client import KittyAuthError, KittyClient, KittyError
+from kittyai.contract import ServiceInfo
+
+from .const import DOMAIN
+from .coordinator import KittyCoordinator
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR]
+
+
+@dataclass(slots=True)
+class KittyRuntimeData:
+    """What a loaded KITTY entry holds."""
+
+    client: KittyClient
+    router_info: ServiceInfo
+    coordinator: KittyCoordinator
+
+
+type KittyConfigEntry = ConfigEntry[KittyRuntimeData]
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
+    """Connect to the KITTY router and follow the services over MQTT."""
+    url: str = entry.data[CONF_URL]
+    client = KittyClient(async_get_clientsession(hass), url, entry.data[CONF_TOKEN])
+    try:
+        router_info = await client.get_info()
+    except KittyAuthError as err:
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN,
+            translation_key="invalid_auth",
+            translation_placeholders={"url": url},
+        ) from err
+    except KittyError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="router_unavailable",
+            translation_placeholders={"url": url, "error": str(err)},
+        ) from err
+
+    coordinator = KittyCoordinator(hass, entry, router_info)
+    # The devices exist before the first MQTT message can update them.
+    coordinator.async_register_devices()
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = KittyRuntimeData(client, router_info, coordinator)
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.async_on_unload(entry.add_update_listener(_async_update_listener))
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
+    """Unload the platforms; the MQTT subscriptions end through `async_on_unload`."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def _async_update_listener(hass: HomeAssistant, entry: KittyConfigEntry) -> None:
+    """Reload the entry when its data, options or subentries change."""
+    await hass.config_entries.async_reload(entry.entry_id)

@@ -1,0 +1,1 @@
+"""Tests of the blueprints and the dashboard."""

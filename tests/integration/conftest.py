@@ -1,0 +1,111 @@
+"""Fixtures of the integration tests: real routers, a real broker, HA's real MQTT."""
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+import socket
+
+from aiohttp import web
+from homeassistant.components import mqtt
+from homeassistant.const import CONF_PORT
+from homeassistant.core import DOMAIN as HOMEASSISTANT_DOMAIN, HomeAssistant
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+import pytest_socket
+
+from custom_components.kitty.const import DOMAIN
+from kittyai.catalog import ServiceName
+from tests.helpers.broker import MosquittoBroker
+from tests.helpers.net import free_port
+from tests.helpers.services import ServiceProcess
+from tests.integration.common import wait_for
+
+
+@pytest.fixture(autouse=True)
+async def core(hass: HomeAssistant, enable_custom_integrations: None) -> None:
+    """Let HA load custom_components/kitty, with its core set up as in a real instance."""
+    assert await async_setup_component(hass, HOMEASSISTANT_DOMAIN, {})
+
+
+def _run_router(workdir: Path, token: str) -> Iterator[ServiceProcess]:
+    # Module fixtures run before the per-test fixture that opens loopback sockets,
+    # so open them for the start (which polls /health), then put the guard back.
+    guarded = socket.socket
+    pytest_socket.enable_socket()
+    try:
+        process = ServiceProcess(ServiceName.ROUTER, workdir, mqtt_port=None, token=token)
+        process.start()
+    finally:
+        socket.socket = guarded  # type: ignore[misc]
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Run one real router without MQTT, shared by the tests of a module."""
+    yield from _run_router(tmp_path_factory.mktemp("router"), "router-token-0123456789")
+
+
+@pytest.fixture(scope="module")
+def other_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """Run a second real router: another KITTY installation."""
+    yield from _run_router(tmp_path_factory.mktemp("other-router"), "other-token-0123456789")
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """Return a URL nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(lambda: web.Response(status=500, text="boom"), id="http-500"),
+        pytest.param(
+            lambda: web.Response(text="<html>hi</html>", content_type="text/html"), id="html"
+        ),
+        pytest.param(lambda: web.json_response({"hello": "world"}), id="other-json"),
+    ]
+)
+async def not_kitty_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Serve something on 127.0.0.1 that answers, but not like a KITTY router."""
+    answer: Callable[[], web.Response] = request.param
+
+    async def handle(_: web.Request) -> web.Response:
+        return answer()
+
+    app = web.Application()
+    app.router.add_get("/api/info", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def mqtt_entry(
+    hass: HomeAssistant, mqtt_broker: MosquittoBroker, mock_hass_config: None
+) -> AsyncIterator[MockConfigEntry]:
+    """Set up HA's real MQTT integration against the test's Mosquitto.
+
+    MQTT reads configuration.yaml, which the harness does not have: `mock_hass_config`
+    makes it an empty one.
+    """
+    entry = MockConfigEntry(
+        domain=mqtt.DOMAIN,
+        data={mqtt.CONF_BROKER: mqtt_broker.host, CONF_PORT: mqtt_broker.port},
+        version=2,
+        minor_version=1,
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for(hass, lambda: mqtt.is_connected(hass), "HA to connect to the broker")
+    yield entry
+    # The broker stops before HA does: leave it cleanly while it is still there,
+    # KITTY (which unsubscribes) before MQTT itself.
+    for kitty in hass.config_entries.async_entries(DOMAIN):
+        await hass.config_entries.async_unload(kitty.entry_id)
+    await hass.config_entries.async_unload(entry.entry_id)

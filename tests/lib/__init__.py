@@ -1,0 +1,1 @@
+"""Tests of the kittyai service library against real peers."""

@@ -1,0 +1,137 @@
+"""The README's run command brings KITTY up for real, and Ctrl-C takes it all down."""
+
+from collections.abc import Iterator
+import json
+import os
+from pathlib import Path
+import selectors
+import signal
+import subprocess
+import time
+from typing import Any
+import urllib.request
+
+import pytest
+
+from kittyai.catalog import ServiceName
+from tests.helpers.net import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+# The first start of Home Assistant installs the packages of `default_config`.
+STARTUP_TIMEOUT = 900.0
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Return the command lines of running processes that mention `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def _get_json(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+class RunningStack:
+    """`scripts/develop` as a user runs it, with its output collected line by line."""
+
+    def __init__(self, stack_dir: Path) -> None:
+        self.dir = stack_dir
+        env = {
+            **os.environ,
+            "KITTY_HA_PORT": str(free_port()),
+            "KITTY_MQTT_PORT": str(free_port()),
+            **{f"KITTY_{name.upper()}_PORT": str(free_port()) for name in ServiceName},
+        }
+        self.process = subprocess.Popen(
+            [str(ROOT / "scripts" / "develop"), "--dir", str(stack_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+        self.output: list[str] = []
+
+    def wait_for_line(self, needle: str, timeout: float) -> str:
+        """Return the first output line containing `needle`."""
+        assert self.process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not selector.select(timeout=1):
+                    continue
+                line = self.process.stdout.readline()
+                if not line:
+                    break
+                self.output.append(line)
+                if needle in line:
+                    return line
+        finally:
+            selector.close()
+        pytest.fail(f"no line with {needle!r}; output so far:\n{''.join(self.output)}")
+
+    def interrupt(self) -> int:
+        """Press Ctrl-C and return the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.stdout is not None
+        self.output.extend(self.process.stdout.readlines())
+        return self.process.wait(timeout=120)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[RunningStack]:
+    running = RunningStack(tmp_path / "stack")
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(STARTUP_TIMEOUT + 300)
+def test_run_command_brings_up_kitty_and_ctrl_c_stops_everything(stack: RunningStack) -> None:
+    stack.wait_for_line("KITTY is running", STARTUP_TIMEOUT)
+
+    credentials = json.loads((stack.dir / "credentials.json").read_text())
+    assert credentials["username"]
+    assert credentials["password"]
+    config = _get_json(f"{credentials['url']}/api/config", credentials["token"])
+    assert "kitty" in config["components"]
+    assert "mqtt" in config["components"]
+    entries = _get_json(
+        f"{credentials['url']}/api/config/config_entries/entry?domain=kitty",
+        credentials["token"],
+    )
+    assert [entry["state"] for entry in entries] == ["loaded"]
+
+    # The router reports itself over the stack's own broker.
+    deadline = time.monotonic() + 60
+    while True:
+        states = _get_json(f"{credentials['url']}/api/states", credentials["token"])
+        router = [
+            state
+            for state in states
+            if state["entity_id"].startswith("binary_sensor.kitty_router")
+            and state["attributes"].get("device_class") == "connectivity"
+        ]
+        if router and router[0]["state"] == "on":
+            break
+        assert time.monotonic() < deadline, f"router never showed online: {router}"
+        time.sleep(1)
+
+    assert stack.interrupt() == 0
+    assert "stopped" in stack.output[-1]
+    assert _processes_mentioning(str(stack.dir)) == []
