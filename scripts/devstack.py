@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 from dataclasses import asdict, dataclass
+import getpass
 from http import HTTPStatus
 import json
 import os
@@ -324,6 +325,8 @@ class DevStack:
         (self.root / "mosquitto" / "mosquitto.conf").write_text(
             f"listener {ports.mqtt} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # Run as root, Mosquitto would switch to its own user and lose access here.
+            f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {self.root / 'mosquitto'}/\n"
             f"log_dest file {self.logs / 'mosquitto.log'}\n",
@@ -332,9 +335,6 @@ class DevStack:
         (self.ha_config / "configuration.yaml").write_text(
             "# Written by scripts/develop on every start.\n"
             "default_config:\n\n"
-            "http:\n"
-            "  server_host: 127.0.0.1\n"
-            f"  server_port: {ports.ha}\n\n"
             "logger:\n"
             "  default: info\n"
             "  logs:\n"
@@ -408,8 +408,15 @@ class DevStack:
                 str(service_dir / "data"),
             )
         log(f"starting Home Assistant on 127.0.0.1:{ports.ha} (first start installs its packages)")
+        # HA 2026.10 keeps its HTTP settings in storage and treats YAML ones as an
+        # unconfirmed trial that it reverts after five minutes; SETUP_PORT sets the
+        # port of the stored default config instead.
         await self.processes.start(
-            "homeassistant", str(VENV_BIN / "hass"), "-c", str(self.ha_config)
+            "homeassistant",
+            str(VENV_BIN / "hass"),
+            "-c",
+            str(self.ha_config),
+            env={"SETUP_PORT": str(ports.ha)},
         )
 
         ha_url = f"http://127.0.0.1:{ports.ha}"

@@ -1,5 +1,6 @@
 """A real Mosquitto broker on a free port, owned by one test."""
 
+import getpass
 from pathlib import Path
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ class MosquittoBroker:
         self._conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # Run as root, Mosquitto would switch to its own user and lose access here.
+            f"user {getpass.getuser()}\n"
             "persistence false\n"
             f"log_dest file {self.log_path}\n"
             "log_type all\n",
