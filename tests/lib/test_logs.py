@@ -4,7 +4,7 @@ import json
 import logging
 
 from kittyai.catalog import ServiceName
-from kittyai.logs import CORRELATION_ID, LOG_LEVELS, REDACTED, JsonFormatter, SecretRedactor
+from kittyai.logs import CORRELATION_ID, REDACTED, JsonFormatter, SecretRedactor
 
 SECRET = 'pa"ss\\wörd-1234'
 
@@ -70,15 +70,3 @@ def test_a_secret_containing_another_is_redacted_whole() -> None:
     line = render(make_record("abcdef"), "abc", "abcdef")
 
     assert json.loads(line)["msg"] == REDACTED
-
-
-def test_supervisor_log_levels_map_to_python_levels() -> None:
-    assert LOG_LEVELS == {
-        "trace": logging.DEBUG,
-        "debug": logging.DEBUG,
-        "info": logging.INFO,
-        "notice": logging.INFO,
-        "warning": logging.WARNING,
-        "error": logging.ERROR,
-        "fatal": logging.CRITICAL,
-    }
