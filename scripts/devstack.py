@@ -190,11 +190,10 @@ class HomeAssistantSetup:
     async def wait_ready(self) -> None:
         """Wait until HA's HTTP API answers."""
 
-        async def probe() -> bool:
-            async with self._session.get(f"{self._url}/api/onboarding") as response:
-                return response.status == HTTPStatus.OK
-
-        await wait_until(probe, "Home Assistant to answer")
+        await wait_until(
+            lambda: _is_ok(self._session, f"{self._url}/api/onboarding"),
+            "Home Assistant to answer",
+        )
 
     async def ensure_onboarded(self) -> None:
         """Onboard HA once (admin user, core config, analytics, integration step)."""
