@@ -1,10 +1,11 @@
 """Run KITTY for real on one machine: broker, services and a Home Assistant dev instance.
 
 `scripts/develop` bootstraps the toolchain and then runs this file. It starts
-Mosquitto, the four KITTY services as plain processes and Home Assistant with
-`custom_components/kitty` loaded, onboards HA, creates the MQTT and KITTY config
-entries through HA's own config flows, prints the URL and credentials, and stops
-everything it started on Ctrl-C.
+Mosquitto, the local model (llama-cpp-python's server running Gemma 3 270M, the
+router's default backend), the four KITTY services as plain processes and Home
+Assistant with `custom_components/kitty` loaded, onboards HA, creates the MQTT and
+KITTY config entries through HA's own config flows, prints the URL and credentials,
+and stops everything it started on Ctrl-C.
 
 State lives in one folder (default `.dev/`, or `KITTY_DEV_DIR`); re-running
 reuses it. Ports are chosen on the first run (defaults below, or the
@@ -36,6 +37,14 @@ from kittyai.catalog import SERVICES, ServiceName
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# The local model, installed by `scripts/bootstrap` apart from HA's venv.
+LLM_VENV = Path(os.environ.get("KITTY_LLM_VENV", ROOT / ".venv-llm"))
+LLM_GGUF = LLM_VENV / "models" / "gemma-3-270m-q4_k_m.gguf"
+# The packaged GGUF is the pretrained model, without a chat template: this one writes
+# the chat as a plain transcript, which it continues well (see the file).
+LLM_TOKENIZER_CONFIG = ROOT / "scripts" / "llm" / "gemma3-tokenizer-config.json"
+LLM_MODEL = "gemma-3-270m"
+LLM_DEFAULT_PORT = 8780
 CLIENT_ID_PATH = "/"
 STARTUP_TIMEOUT = 300.0
 STOP_TIMEOUT = 30.0
@@ -78,21 +87,28 @@ class StackPorts:
 
     ha: int
     mqtt: int
+    llm: int
     services: dict[str, int]
 
     @classmethod
     def load_or_choose(cls, path: Path) -> StackPorts:
         """Read the ports kept in `path`, or choose and keep them."""
         if path.exists():
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        ports = cls(
-            ha=pick_port("KITTY_HA_PORT", 8123),
-            mqtt=pick_port("KITTY_MQTT_PORT", 1884),
-            services={
-                name.value: pick_port(f"KITTY_{name.upper()}_PORT", spec.default_port)
-                for name, spec in SERVICES.items()
-            },
-        )
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            if "llm" in kept:
+                return cls(**kept)
+            # A stack from before the local model: keep its ports, choose this one once.
+            ports = cls(**kept, llm=pick_port("KITTY_LLM_PORT", LLM_DEFAULT_PORT))
+        else:
+            ports = cls(
+                ha=pick_port("KITTY_HA_PORT", 8123),
+                mqtt=pick_port("KITTY_MQTT_PORT", 1884),
+                llm=pick_port("KITTY_LLM_PORT", LLM_DEFAULT_PORT),
+                services={
+                    name.value: pick_port(f"KITTY_{name.upper()}_PORT", spec.default_port)
+                    for name, spec in SERVICES.items()
+                },
+            )
         path.write_text(json.dumps(asdict(ports), indent=2), encoding="utf-8")
         return ports
 
@@ -100,7 +116,12 @@ class StackPorts:
         """Fail clearly when another process holds one of the kept ports."""
         taken = [
             f"{what} {port}"
-            for what, port in (("HA", self.ha), ("MQTT", self.mqtt), *self.services.items())
+            for what, port in (
+                ("HA", self.ha),
+                ("MQTT", self.mqtt),
+                ("local model", self.llm),
+                *self.services.items(),
+            )
             if not port_is_free(port)
         ]
         if taken:
@@ -150,7 +171,7 @@ class ProcessGroup:
         return waiters[done.pop()]
 
     async def stop_all(self) -> None:
-        """Stop children newest first (HA, services, then the broker)."""
+        """Stop children newest first (HA, services, the local model, then the broker)."""
         for name, process in reversed(self._children):
             if process.returncode is not None:
                 continue
@@ -319,6 +340,8 @@ class DevStack:
         """Create the folders and config files; return the stack's ports."""
         for folder in (self.logs, self.ha_config, self.root / "mosquitto"):
             folder.mkdir(parents=True, exist_ok=True)
+        if not LLM_GGUF.exists():
+            raise StackError(f"{LLM_GGUF} is missing: run scripts/bootstrap")
         ports = StackPorts.load_or_choose(self.root / "ports.json")
         ports.check_free()
         (self.root / "mosquitto" / "mosquitto.conf").write_text(
@@ -348,17 +371,25 @@ class DevStack:
         for name in ServiceName:
             service_dir = self.root / "services" / name
             (service_dir / "data").mkdir(parents=True, exist_ok=True)
-            (service_dir / "options.json").write_text(
-                json.dumps(
+            options: dict[str, Any] = {
+                "log_level": "info",
+                "bind": "127.0.0.1",
+                "port": ports.services[name],
+                "mqtt": {"host": "127.0.0.1", "port": ports.mqtt},
+            }
+            if name is ServiceName.ROUTER:
+                options["backends"] = [
                     {
-                        "log_level": "info",
-                        "bind": "127.0.0.1",
-                        "port": ports.services[name],
-                        "mqtt": {"host": "127.0.0.1", "port": ports.mqtt},
-                    },
-                    indent=2,
-                ),
-                encoding="utf-8",
+                        "name": "gemma",
+                        "kind": "openai_compatible",
+                        "url": f"http://127.0.0.1:{ports.llm}/v1",
+                        "model": LLM_MODEL,
+                        # Two CPU cores: a long answer takes a while.
+                        "timeout": 120,
+                    }
+                ]
+            (service_dir / "options.json").write_text(
+                json.dumps(options, indent=2), encoding="utf-8"
             )
         return ports
 
@@ -393,6 +424,35 @@ class DevStack:
         await self.processes.start(
             "mosquitto", MOSQUITTO, "-c", str(self.root / "mosquitto" / "mosquitto.conf")
         )
+        log(f"starting the local model ({LLM_MODEL}) on 127.0.0.1:{ports.llm}")
+        await self.processes.start(
+            "llama-server",
+            str(LLM_VENV / "bin" / "python"),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(LLM_GGUF),
+            "--model_alias",
+            LLM_MODEL,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ports.llm),
+            "--n_ctx",
+            "4096",
+            # Every core, for generation too (the server's default uses half).
+            "--n_threads",
+            str(os.cpu_count() or 1),
+            "--chat_format",
+            "hf-tokenizer-config",
+            "--hf_tokenizer_config_path",
+            str(LLM_TOKENIZER_CONFIG),
+            # Queue concurrent requests instead of cutting the running one short.
+            "--interrupt_requests",
+            "false",
+            "--verbose",
+            "false",
+        )
         for name in ServiceName:
             service_dir = self.root / "services" / name
             log(f"starting kittyai.{name} on 127.0.0.1:{ports.services[name]}")
@@ -421,6 +481,8 @@ class DevStack:
         ha_url = f"http://127.0.0.1:{ports.ha}"
         router_url = f"http://127.0.0.1:{ports.services[ServiceName.ROUTER]}"
         async with aiohttp.ClientSession() as session:
+            llm_models = f"http://127.0.0.1:{ports.llm}/v1/models"
+            await wait_until(lambda: _is_ok(session, llm_models), "the local model")
             for name in ServiceName:
                 url = f"http://127.0.0.1:{ports.services[name]}/health"
                 await wait_until(lambda url=url: _is_ok(session, url), f"kittyai.{name}")
@@ -445,6 +507,7 @@ class DevStack:
         log(f"  user: {USERNAME}  password: {ha.credentials['password']}")
         log(f"  long-lived token and password: {self.credentials_path}")
         log(f"  router API: {router_url}  logs: {self.logs}")
+        log(f"  local model: http://127.0.0.1:{ports.llm}/v1 ({LLM_MODEL})")
         log("Press Ctrl-C to stop everything.")
 
 

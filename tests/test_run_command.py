@@ -42,6 +42,16 @@ def _get_json(url: str, token: str) -> Any:
         return json.load(response)
 
 
+def _post_json(url: str, body: dict[str, Any], token: str) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
 class RunningStack:
     """`scripts/develop` as a user runs it, with its output collected line by line."""
 
@@ -51,6 +61,7 @@ class RunningStack:
             **os.environ,
             "KITTY_HA_PORT": str(free_port()),
             "KITTY_MQTT_PORT": str(free_port()),
+            "KITTY_LLM_PORT": str(free_port()),
             **{f"KITTY_{name.upper()}_PORT": str(free_port()) for name in ServiceName},
         }
         self.process = subprocess.Popen(
@@ -133,5 +144,27 @@ def test_run_command_brings_up_kitty_and_ctrl_c_stops_everything(stack: RunningS
         assert time.monotonic() < deadline, f"router never showed online: {router}"
         time.sleep(1)
 
+    # The router's default backend is the real local model, and it answers through the router.
+    ports = json.loads((stack.dir / "ports.json").read_text())
+    router_url = f"http://127.0.0.1:{ports['services']['router']}"
+    router_token = (stack.dir / "services" / "router" / "data" / "api_token").read_text().strip()
+    models = _get_json(f"{router_url}/v1/models", router_token)
+    backends = {model["id"]: model["kitty"] for model in models["data"]}
+    assert backends["gemma"]["role"] == "local"
+    answer = _post_json(
+        f"{router_url}/v1/chat/completions",
+        {
+            "model": "kitty-local",
+            "messages": [{"role": "user", "content": "What does PWM stand for?"}],
+            "max_tokens": 30,
+            "temperature": 0,
+        },
+        router_token,
+    )
+    assert "pulse width modulation" in answer["choices"][0]["message"]["content"].lower()
+    assert answer["kitty"]["tier"] == "local"
+
     assert stack.interrupt() == 0
     assert _processes_mentioning(str(stack.dir)) == []
+    # The local model runs from the repository's .venv-llm: find it by its port.
+    assert _processes_mentioning(f"--port {ports['llm']} ") == []

@@ -1,22 +1,40 @@
 """The KITTY integration: the AI brain of a home lab or maker workshop."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import logging
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 from homeassistant.const import CONF_TOKEN, CONF_URL, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.typing import ConfigType
 
 from kittyai.client import KittyAuthError, KittyClient, KittyError
 from kittyai.contract import ServiceInfo
 
-from .const import DOMAIN
+from .const import (
+    DEFAULT_CONVERSATION_NAME,
+    DEFAULT_CONVERSATION_OPTIONS,
+    DOMAIN,
+    SUBENTRY_CONVERSATION,
+)
 from .coordinator import KittyCoordinator
+from .llm_api import KittyLLMAPI
+from .memory import ConversationMemory
+from .remote_mode import RemoteMode
+from .services import async_setup_services
+
+_LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR]
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.CONVERSATION,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
 
 
 @dataclass(slots=True)
@@ -26,9 +44,17 @@ class KittyRuntimeData:
     client: KittyClient
     router_info: ServiceInfo
     coordinator: KittyCoordinator
+    remote_mode: RemoteMode = field(default_factory=RemoteMode)
 
 
 type KittyConfigEntry = ConfigEntry[KittyRuntimeData]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Offer KITTY's tools to every LLM agent, once, whether or not an entry is loaded."""
+    llm.async_register_api(hass, KittyLLMAPI(hass))
+    async_setup_services(hass)
+    return True
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
@@ -63,6 +89,32 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
 async def async_unload_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
     """Unload the platforms; the MQTT subscriptions end through `async_on_unload`."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
+    """Bring an entry made by an older KITTY up to date.
+
+    Home Assistant itself refuses entries of a newer KITTY (a higher version).
+    """
+    if entry.minor_version == 1:
+        # 1.2 added conversation agents: an older entry gets the one a new entry gets.
+        hass.config_entries.async_add_subentry(
+            entry,
+            ConfigSubentry(
+                data=dict(DEFAULT_CONVERSATION_OPTIONS),
+                subentry_type=SUBENTRY_CONVERSATION,
+                title=DEFAULT_CONVERSATION_NAME,
+                unique_id=None,
+            ),
+        )
+        hass.config_entries.async_update_entry(entry, minor_version=2)
+        _LOGGER.debug("Migrated %s to version 1.2", entry.title)
+    return True
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> None:
+    """Forget the conversations of a removed entry."""
+    await ConversationMemory.async_remove(hass, entry.entry_id)
 
 
 async def _async_update_listener(hass: HomeAssistant, entry: KittyConfigEntry) -> None:

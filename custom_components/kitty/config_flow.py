@@ -4,20 +4,43 @@ from collections.abc import Mapping
 import logging
 from typing import Any, override
 
-from homeassistant.config_entries import ConfigEntry, ConfigFlow, ConfigFlowResult
-from homeassistant.const import CONF_TOKEN, CONF_URL
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryData,
+    ConfigSubentryFlow,
+    SubentryFlowResult,
+)
+from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT, CONF_TOKEN, CONF_URL
 from homeassistant.core import callback
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
-from homeassistant.helpers.selector import TextSelector, TextSelectorConfig, TextSelectorType
+from homeassistant.helpers.selector import (
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    TemplateSelector,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 import probatio
 from yarl import URL
 
-from kittyai.client import KittyAuthError, KittyClient, KittyConnectionError
+from kittyai.client import KittyAuthError, KittyClient, KittyConnectionError, KittyError, ModelKind
 from kittyai.contract import ServiceInfo
 
-from .const import DOMAIN, NAME
+from .const import (
+    CONF_PROFILE,
+    DEFAULT_CONVERSATION_NAME,
+    DEFAULT_CONVERSATION_OPTIONS,
+    DOMAIN,
+    NAME,
+    PROFILES,
+    SUBENTRY_CONVERSATION,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -29,6 +52,17 @@ STEP_USER_DATA_SCHEMA = probatio.Schema(
     }
 )
 STEP_REAUTH_DATA_SCHEMA = probatio.Schema({probatio.Required(CONF_TOKEN): TOKEN_SELECTOR})
+
+# Every new entry comes with a conversation agent, as HA's own LLM integrations do.
+DEFAULT_SUBENTRIES: list[ConfigSubentryData] = [
+    ConfigSubentryData(
+        subentry_type=SUBENTRY_CONVERSATION,
+        # A dict: the flow result is sent to the frontend as JSON.
+        data=dict(DEFAULT_CONVERSATION_OPTIONS),
+        title=DEFAULT_CONVERSATION_NAME,
+        unique_id=None,
+    )
+]
 
 
 def _reloads_on_update(entry: ConfigEntry | None) -> bool:
@@ -45,6 +79,8 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up KITTY by URL and token, or from the router app's discovery."""
 
     VERSION = 1
+    # 1.2: entries come with a default conversation agent subentry.
+    MINOR_VERSION = 2
 
     _discovery: HassioServiceInfo
     _discovered_data: dict[str, str]
@@ -58,7 +94,9 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
             if info is not None:
                 await self.async_set_unique_id(info.instance_id)
                 self._abort_if_unique_id_configured()
-                return self.async_create_entry(title=NAME, data=user_input)
+                return self.async_create_entry(
+                    title=NAME, data=user_input, subentries=DEFAULT_SUBENTRIES
+                )
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(STEP_USER_DATA_SCHEMA, user_input),
@@ -94,7 +132,9 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
     ) -> ConfigFlowResult:
         """Let the user confirm the discovered router."""
         if user_input is not None:
-            return self.async_create_entry(title=NAME, data=self._discovered_data)
+            return self.async_create_entry(
+                title=NAME, data=self._discovered_data, subentries=DEFAULT_SUBENTRIES
+            )
         self._set_confirm_only()
         return self.async_show_form(
             step_id="hassio_confirm", description_placeholders={"addon": self._discovery.name}
@@ -142,6 +182,15 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
+    @classmethod
+    @callback
+    @override
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Return the subentries a KITTY entry has: its conversation agents."""
+        return {SUBENTRY_CONVERSATION: KittyConversationFlow}
+
     async def _async_validate(
         self, data: Mapping[str, Any]
     ) -> tuple[ServiceInfo | None, dict[str, str]]:
@@ -169,3 +218,84 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
         if _reloads_on_update(entry):
             return self.async_update_and_abort(entry, data=data)
         return self.async_update_reload_and_abort(entry, data=data)
+
+
+class KittyConversationFlow(ConfigSubentryFlow):
+    """Add or change a KITTY conversation agent: its tools, instructions and routing."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Add an agent, starting from the default one."""
+        if user_input is not None:
+            return self.async_create_entry(
+                title=user_input.pop(CONF_NAME), data=_agent_options(user_input)
+            )
+        schema = {probatio.Required(CONF_NAME, default=DEFAULT_CONVERSATION_NAME): str}
+        return await self._async_show_options("user", schema, DEFAULT_CONVERSATION_OPTIONS)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change an agent; its name is changed on its device."""
+        subentry = self._get_reconfigure_subentry()
+        if user_input is not None:
+            return self.async_update_and_abort(
+                self._get_entry(), subentry, data=_agent_options(user_input)
+            )
+        return await self._async_show_options("reconfigure", {}, subentry.data)
+
+    async def _async_show_options(
+        self, step_id: str, schema: dict[Any, Any], options: Mapping[str, Any]
+    ) -> SubentryFlowResult:
+        """Show the agent's options, with the LLM APIs and profiles available now."""
+        apis = llm.async_get_apis(self.hass)
+        known_apis = {api.id for api in apis}
+        suggested = {
+            **options,
+            # An API whose integration is gone can no longer be selected.
+            CONF_LLM_HASS_API: [
+                api for api in options.get(CONF_LLM_HASS_API, []) if api in known_apis
+            ],
+        }
+        profiles = await self._async_profiles()
+        if (current := options.get(CONF_PROFILE)) and current not in profiles:
+            # Keep a backend the router no longer lists, so the form shows what is set.
+            profiles.append(current)
+        schema |= {
+            probatio.Optional(CONF_LLM_HASS_API): SelectSelector(
+                SelectSelectorConfig(
+                    options=[SelectOptionDict(value=api.id, label=api.name) for api in apis],
+                    multiple=True,
+                )
+            ),
+            probatio.Optional(CONF_PROMPT): TemplateSelector(),
+            probatio.Required(CONF_PROFILE): SelectSelector(
+                SelectSelectorConfig(options=profiles, translation_key=CONF_PROFILE)
+            ),
+        }
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(probatio.Schema(schema), suggested),
+        )
+
+    async def _async_profiles(self) -> list[str]:
+        """Return the router's profiles and backends; its three profiles if it cannot tell."""
+        entry = self._get_entry()
+        client = KittyClient(
+            async_get_clientsession(self.hass), entry.data[CONF_URL], entry.data[CONF_TOKEN]
+        )
+        try:
+            models = await client.list_models()
+        except KittyError as err:
+            _LOGGER.debug("Offering the default profiles: %s", err)
+            return list(PROFILES)
+        # Profiles first: they are what most agents should use.
+        return [model.id for model in models if model.kind is ModelKind.PROFILE] + [
+            model.id for model in models if model.kind is ModelKind.BACKEND
+        ]
+
+
+def _agent_options(user_input: dict[str, Any]) -> dict[str, Any]:
+    """Return what a form stores: no LLM API key when none is selected, as core does."""
+    if not user_input.get(CONF_LLM_HASS_API):
+        user_input.pop(CONF_LLM_HASS_API, None)
+    return user_input

@@ -15,8 +15,17 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from pydantic import ValidationError
 
 from kittyai.catalog import SERVICES, ServiceName
-from kittyai.contract import AVAILABILITY, INFO, Availability, ServiceInfo, service_from_topic
+from kittyai.contract import (
+    AVAILABILITY,
+    INFO,
+    ROUTER_STATS,
+    Availability,
+    ServiceInfo,
+    service_from_topic,
+)
+from kittyai.contract.routing import RouterStats
 
+from .budget_issues import BudgetIssues
 from .const import DOMAIN, NAME
 
 _LOGGER = logging.getLogger(__name__)
@@ -28,6 +37,8 @@ class ServiceStatus:
 
     availability: Availability | None = None
     info: ServiceInfo | None = None
+    # Only the router publishes statistics.
+    stats: RouterStats | None = None
 
     @property
     def online(self) -> bool:
@@ -43,7 +54,7 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
 
     The services push everything over the retained contract topics: a refresh has
     nothing to fetch, so there is no update interval and only MQTT messages replace
-    the data.
+    the data. The router's statistics also keep the budget repair issues current.
     """
 
     config_entry: ConfigEntry
@@ -54,6 +65,7 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
         self.data = {service: ServiceStatus() for service in SERVICES}
         self.data[ServiceName.ROUTER] = ServiceStatus(info=router_info)
         self.mqtt_connected = False
+        self._budget_issues = BudgetIssues(hass)
 
     def device_identifier(self, service: ServiceName) -> tuple[str, str]:
         """Return the device registry identifier of a service of this KITTY."""
@@ -113,6 +125,15 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
                 self.hass, INFO.wildcard, self._async_handle_info, qos=INFO.qos
             )
         )
+        entry.async_on_unload(
+            await mqtt.async_subscribe(
+                self.hass,
+                ROUTER_STATS.topic(ServiceName.ROUTER),
+                self._async_handle_router_stats,
+                qos=ROUTER_STATS.qos,
+            )
+        )
+        entry.async_on_unload(self._budget_issues.async_clear)
 
     @override
     async def _async_update_data(self) -> KittyStatus:
@@ -136,9 +157,13 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
         except ValueError:
             self._warn_invalid(msg)
             return
-        # Services re-announce themselves when HA comes online: only changes count.
+        # Services re-announce themselves when HA comes online: only changes count,
+        # so each outage is logged once when it starts and once when it ends.
         if availability is not self.data[service].availability:
-            _LOGGER.info("%s is %s", SERVICES[service].title, availability)
+            if availability is Availability.OFFLINE:
+                _LOGGER.warning("%s is offline", SERVICES[service].title)
+            else:
+                _LOGGER.info("%s is online", SERVICES[service].title)
             self._async_set_status(service, replace(self.data[service], availability=availability))
 
     @callback
@@ -157,6 +182,19 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
         if info != self.data[service].info:
             self._async_set_status(service, replace(self.data[service], info=info))
             self._async_update_device(service)
+
+    @callback
+    def _async_handle_router_stats(self, msg: mqtt.ReceiveMessage) -> None:
+        """Store the router's statistics and keep the budget issues in line with them."""
+        try:
+            stats = RouterStats.model_validate_json(msg.payload)
+        except ValidationError:
+            self._warn_invalid(msg)
+            return
+        router = self.data[ServiceName.ROUTER]
+        if stats != router.stats:
+            self._async_set_status(ServiceName.ROUTER, replace(router, stats=stats))
+            self._budget_issues.async_update(stats.budgets)
 
     @callback
     def _async_set_status(self, service: ServiceName, status: ServiceStatus) -> None:

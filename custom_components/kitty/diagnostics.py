@@ -6,6 +6,8 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
+from kittyai.catalog import ServiceName
+
 from . import KittyConfigEntry
 
 TO_REDACT = {CONF_TOKEN}
@@ -14,14 +16,17 @@ TO_REDACT = {CONF_TOKEN}
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: KittyConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry without secrets, the router's info and every service's status."""
+    """Return the entry without secrets, the router's info and stats, and the services' status."""
     runtime = entry.runtime_data
+    # Backend names and amounts of money: the statistics hold no secrets.
+    router_stats = runtime.coordinator.data[ServiceName.ROUTER].stats
     return {
         "entry": {
             "data": async_redact_data(entry.data, TO_REDACT),
             "options": async_redact_data(entry.options, TO_REDACT),
         },
         "router_info": runtime.router_info.model_dump(mode="json"),
+        "router_stats": router_stats.model_dump(mode="json") if router_stats else None,
         "mqtt_connected": runtime.coordinator.mqtt_connected,
         "services": {
             service: {

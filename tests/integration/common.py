@@ -1,17 +1,48 @@
 """Helpers of the integration tests."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+import json
+from pathlib import Path
+import socket
+import threading
+from typing import Any
 import urllib.request
 
-from homeassistant.components import mqtt
+from homeassistant.components import conversation, mqtt
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.const import CONF_TOKEN, CONF_URL
 from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+import pytest_socket
 
-from custom_components.kitty.const import DOMAIN, NAME
-from kittyai.contract import AVAILABILITY, INFO, ServiceInfo
+from custom_components.kitty.const import (
+    DEFAULT_CONVERSATION_NAME,
+    DEFAULT_CONVERSATION_OPTIONS,
+    DOMAIN,
+    NAME,
+    SUBENTRY_CONVERSATION,
+)
+from kittyai.catalog import ServiceName
+from kittyai.contract import AVAILABILITY, INFO, ROUTER_STATS, ServiceInfo
+from kittyai.contract.routing import (
+    BudgetState,
+    BudgetStatus,
+    LastRoute,
+    RouteReason,
+    RouterStats,
+    Tier,
+    TierLatency,
+)
+from tests.helpers.fake_llm import FakeLLMServer, FakeOllama, FakeOpenAI
 from tests.helpers.services import ServiceProcess
+
+OPENAI_KEY = "sk-test-agent-0123456789"
+WORKSHOP_LIGHTS = "light.workshop_lights"
+SHOP_DOOR = "lock.shop_door"
 
 
 def router_info(router: ServiceProcess) -> ServiceInfo:
@@ -21,6 +52,22 @@ def router_info(router: ServiceProcess) -> ServiceInfo:
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         return ServiceInfo.model_validate_json(response.read())
+
+
+def router_call(router: ServiceProcess, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a running router's real HTTP API with its token; POST when there is a body."""
+    request = urllib.request.Request(
+        f"{router.url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {router.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def report_intent_turn(router: ServiceProcess) -> None:
+    """Tell the router about a turn HA's intents answered, as the conversation agent does."""
+    router_call(router, "/api/routing/decisions", {"latency_ms": 12.5, "intent": "HassTurnOn"})
 
 
 def kitty_entry(
@@ -55,7 +102,7 @@ async def publish(hass: HomeAssistant, topic: str, payload: str) -> None:
 
 async def contract_subscribed(hass: HomeAssistant) -> None:
     """Wait until the broker confirmed KITTY's subscriptions: messages sent before are lost."""
-    for spec in (AVAILABILITY, INFO):
+    for spec in (AVAILABILITY, INFO, ROUTER_STATS):
         done = asyncio.Event()
         stop = mqtt.async_on_subscribe_done(hass, spec.wildcard, spec.qos, done.set)
         try:
@@ -63,3 +110,216 @@ async def contract_subscribed(hass: HomeAssistant) -> None:
                 await done.wait()
         finally:
             stop()
+
+
+async def publish_router_stats(hass: HomeAssistant, stats: RouterStats) -> None:
+    """Publish router statistics as the router does: retained, on the real broker."""
+    await mqtt.async_publish(
+        hass,
+        ROUTER_STATS.topic(ServiceName.ROUTER),
+        stats.model_dump_json(),
+        qos=ROUTER_STATS.qos,
+        retain=ROUTER_STATS.retain,
+    )
+
+
+async def set_up_kitty(hass: HomeAssistant, router: ServiceProcess) -> MockConfigEntry:
+    """Set up KITTY for `router` and wait until the broker confirmed its subscriptions."""
+    entry = kitty_entry(router)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await contract_subscribed(hass)
+    return entry
+
+
+def example_router_stats(**changes: Any) -> RouterStats:
+    """Return the statistics of a router that routed a busy afternoon; `changes` override."""
+    at = datetime(2026, 10, 22, 14, 30, tzinfo=UTC)
+    stats = RouterStats(
+        at=at,
+        window_hours=24,
+        decisions=40,
+        local_share=0.875,
+        cache_hit_rate=0.25,
+        p95_latency_ms=1834.5,
+        latency={
+            Tier.LOCAL: TierLatency(count=25, p50_ms=640.0, p95_ms=1500.0),
+            Tier.CLOUD: TierLatency(count=5, p50_ms=1200.0, p95_ms=2100.0),
+        },
+        cost_today_usd=0.42,
+        cost_month_usd=3.5,
+        budgets=[
+            BudgetStatus(
+                scope="global",
+                period="monthly",
+                spent_usd=3.5,
+                soft_usd=8.0,
+                hard_usd=10.0,
+                left_usd=6.5,
+                state=BudgetState.OK,
+            )
+        ],
+        budget_left_usd=6.5,
+        threshold=0.72,
+        last_route=LastRoute(
+            at=at, tier=Tier.LOCAL, backend="ollama", reason=RouteReason.CONFIDENT
+        ),
+    )
+    return RouterStats.model_validate(stats.model_dump() | changes)
+
+
+def kitty_agent_entry(
+    router: ServiceProcess, *, url: str | None = None, **options: Any
+) -> MockConfigEntry:
+    """Return an entry for `router` with its default agent, `options` over the defaults."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title=NAME,
+        unique_id=router_info(router).instance_id,
+        data={CONF_URL: url or router.url, CONF_TOKEN: router.token},
+        version=1,
+        minor_version=2,
+        subentries_data=[
+            {
+                "subentry_type": SUBENTRY_CONVERSATION,
+                "data": {**DEFAULT_CONVERSATION_OPTIONS, **options},
+                "title": DEFAULT_CONVERSATION_NAME,
+                "unique_id": None,
+            }
+        ],
+    )
+
+
+@contextmanager
+def loopback_sockets() -> Iterator[None]:
+    """Open sockets for a module fixture's start: they run before the per-test guard opens."""
+    guarded = socket.socket
+    pytest_socket.enable_socket()
+    try:
+        yield
+    finally:
+        socket.socket = guarded  # type: ignore[misc]
+
+
+def served[F: FakeLLMServer](fake: F) -> Iterator[F]:
+    """Serve `fake` from its own thread for the tests of a module."""
+    runner = FakeInThread(fake)
+    with loopback_sockets():
+        runner.start()
+    yield fake
+    runner.stop()
+
+
+class FakeInThread:
+    """Serves a fake model server from a thread with an event loop of its own.
+
+    A module's router starts once, with the fakes' URLs in its options, while every
+    test runs on a new event loop: the fakes cannot live on a test's loop.
+    """
+
+    def __init__(self, fake: FakeLLMServer) -> None:
+        """Serve `fake` once started."""
+        self.fake = fake
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=type(fake).__name__, daemon=True
+        )
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.__aenter__(), self._loop).result(timeout=10)
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        stopping = self.fake.__aexit__(None, None, None)
+        asyncio.run_coroutine_threadsafe(stopping, self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def run_router(workdir: Path, **options: Any) -> Iterator[ServiceProcess]:
+    """Run a real router without MQTT, with `options` (its backends, budgets...)."""
+    with loopback_sockets():
+        process = ServiceProcess(
+            ServiceName.ROUTER,
+            workdir,
+            mqtt_port=None,
+            token="agent-token-0123456789",
+            extra_options=options,
+        )
+        process.start()
+    yield process
+    process.stop()
+
+
+def agent_router_options(ollama: FakeOllama, openai: FakeOpenAI) -> dict[str, Any]:
+    """Return router options with a local and a cloud backend, each tried once, uncached.
+
+    Every answer comes from the fakes (no answer cache), and a cloud failure neither
+    retries nor cools the backend down for the next test.
+    """
+    return {
+        "backends": [
+            {
+                "name": "ollama",
+                "kind": "ollama",
+                "url": ollama.url,
+                "model": "llama3.2",
+                "max_retries": 0,
+            },
+            {
+                "name": "gpt",
+                "kind": "openai",
+                "url": openai.url,
+                "model": "gpt-5-mini",
+                "api_key": OPENAI_KEY,
+                "max_retries": 0,
+            },
+        ],
+        "cache": {"enabled": False},
+        "routing": {"cooldown_seconds": 0},
+    }
+
+
+async def set_up_workshop(hass: HomeAssistant) -> None:
+    """Add the workshop's light and shop door, real template entities, exposed to Assist."""
+    assert await async_setup_component(
+        hass,
+        "input_boolean",
+        {"input_boolean": {"workshop_power": {}, "shop_door_bolt": {"initial": True}}},
+    )
+    assert await async_setup_component(
+        hass,
+        "template",
+        {
+            "template": [
+                {
+                    "light": [
+                        {
+                            "name": "Workshop lights",
+                            "state": "{{ is_state('input_boolean.workshop_power', 'on') }}",
+                            "turn_on": _switch("turn_on", "input_boolean.workshop_power"),
+                            "turn_off": _switch("turn_off", "input_boolean.workshop_power"),
+                        }
+                    ],
+                    "lock": [
+                        {
+                            "name": "Shop door",
+                            "state": "{{ is_state('input_boolean.shop_door_bolt', 'on') }}",
+                            "lock": _switch("turn_on", "input_boolean.shop_door_bolt"),
+                            "unlock": _switch("turn_off", "input_boolean.shop_door_bolt"),
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+    await hass.async_block_till_done()
+    for entity_id in (WORKSHOP_LIGHTS, SHOP_DOOR):
+        async_expose_entity(hass, conversation.DOMAIN, entity_id, True)
+
+
+def _switch(action: str, entity_id: str) -> dict[str, Any]:
+    return {"action": f"input_boolean.{action}", "target": {"entity_id": entity_id}}

@@ -118,6 +118,10 @@ async def test_invalid_payloads_change_nothing(
     """Payloads that break the contract are logged once each and leave the status alone."""
     entry, coordinator = await set_up(hass, mqtt_router)
     await wait_for(hass, lambda: hass.states.get(ROUTER_SENSOR).state == STATE_ON, "router online")
+    # The router also keeps its stats retained: let them land before taking the snapshot.
+    await wait_for(
+        hass, lambda: coordinator.data[ServiceName.ROUTER].stats is not None, "router stats"
+    )
     before = coordinator.data
     version = sw_version(hass, entry, ServiceName.ROUTER)
     cad_info = router_info(mqtt_router).model_dump(mode="json") | {"service": "cad"}

@@ -71,10 +71,11 @@ async def test_every_payload_a_service_publishes_validates(
         await probe.expect(on(AVAILABILITY.topic(service), "offline"))
 
     specs = {spec.topic(service): spec for spec in TOPICS}
+    # The router's own topics are checked with the router's tests.
     seen = set()
     for message in probe.messages:
         spec = specs[message.topic.value]
         assert (message.qos, message.retain) == (spec.qos, spec.retain), message.topic
         validator(spec).validate(as_instance(spec, text(message)))
         seen.add(spec.name)
-    assert seen == {spec.name for spec in TOPICS}
+    assert seen == {spec.name for spec in TOPICS if "{service}" in spec.pattern}

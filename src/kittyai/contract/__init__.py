@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kittyai.catalog import ServiceName
+from kittyai.contract.routing import RouterStats, RoutingDecision
 
 CONTRACT_VERSION = 1
 TOPIC_ROOT = "kitty"
@@ -83,7 +84,24 @@ INFO = TopicSpec(
     description="Who the service is; re-sent when Home Assistant comes online.",
 )
 
-TOPICS: tuple[TopicSpec, ...] = (AVAILABILITY, INFO)
+ROUTER_STATS = TopicSpec(
+    name="router_stats",
+    pattern=TOPIC_ROOT + "/router/stats",
+    qos=1,
+    retain=True,
+    payload=RouterStats,
+    description="The router's statistics, re-sent after each decision (at most once a second).",
+)
+ROUTER_DECISION = TopicSpec(
+    name="router_decision",
+    pattern=TOPIC_ROOT + "/router/decision",
+    qos=1,
+    retain=False,
+    payload=RoutingDecision,
+    description="One event per routed turn.",
+)
+
+TOPICS: tuple[TopicSpec, ...] = (AVAILABILITY, INFO, ROUTER_STATS, ROUTER_DECISION)
 
 
 def service_from_topic(topic: str) -> ServiceName | None:
