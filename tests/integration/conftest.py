@@ -16,9 +16,16 @@ import pytest_socket
 from custom_components.kitty.const import DOMAIN
 from kittyai.catalog import ServiceName
 from tests.helpers.broker import MosquittoBroker
+from tests.helpers.fake_llm import FakeOllama, FakeOpenAI
 from tests.helpers.net import free_port
 from tests.helpers.services import ServiceProcess
-from tests.integration.common import wait_for
+from tests.integration.common import (
+    OPENAI_KEY,
+    agent_router_options,
+    run_router,
+    served,
+    wait_for,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +116,31 @@ async def mqtt_entry(
     for kitty in hass.config_entries.async_entries(DOMAIN):
         await hass.config_entries.async_unload(kitty.entry_id)
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[FakeOllama]:
+    """The local model of a module's agent tests."""
+    yield from served(FakeOllama())
+
+
+@pytest.fixture(scope="module")
+def openai() -> Iterator[FakeOpenAI]:
+    """The cloud model of a module's agent tests."""
+    yield from served(FakeOpenAI(api_key=OPENAI_KEY))
+
+
+@pytest.fixture(scope="module")
+def kitty_router(
+    tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama, openai: FakeOpenAI
+) -> Iterator[ServiceProcess]:
+    """A real router over the two fakes, shared by a module's tests."""
+    yield from run_router(tmp_path_factory.mktemp("router"), **agent_router_options(ollama, openai))
+
+
+@pytest.fixture
+def fresh_models(ollama: FakeOllama, openai: FakeOpenAI) -> None:
+    """Start a test with models that were asked nothing and answer "OK."."""
+    for fake in (ollama, openai):
+        fake.requests.clear()
+        fake.respond_with(None)

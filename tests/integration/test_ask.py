@@ -1,6 +1,5 @@
 """The `kitty.ask` action: ask a KITTY agent, get its answer and how it was routed."""
 
-from collections.abc import Iterator
 from typing import Any
 
 from homeassistant.const import CONF_TOKEN, CONF_URL
@@ -10,44 +9,15 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.kitty.const import DOMAIN
-from tests.helpers.fake_llm import FakeOllama, FakeOpenAI, ScriptedReply
+from tests.helpers.fake_llm import FakeOllama, ScriptedReply
 from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
-    agent_router_options,
     kitty_agent_entry,
-    run_router,
-    served,
     set_up_workshop,
 )
 from tests.lib.tcp_proxy import TcpProxy
 
-
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    """The local model."""
-    yield from served(FakeOllama())
-
-
-@pytest.fixture(scope="module")
-def openai() -> Iterator[FakeOpenAI]:
-    """The cloud model."""
-    yield from served(FakeOpenAI(api_key="sk-test-agent-0123456789"))
-
-
-@pytest.fixture(scope="module")
-def kitty_router(
-    tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama, openai: FakeOpenAI
-) -> Iterator[ServiceProcess]:
-    """A real router over the two fakes."""
-    yield from run_router(tmp_path_factory.mktemp("router"), **agent_router_options(ollama, openai))
-
-
-@pytest.fixture(autouse=True)
-def fresh_models(ollama: FakeOllama, openai: FakeOpenAI) -> None:
-    """Each test starts with models that were asked nothing."""
-    for fake in (ollama, openai):
-        fake.requests.clear()
-        fake.respond_with(None)
+pytestmark = pytest.mark.usefixtures("fresh_models")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ streams from the router, which calls the fake Ollama (local) or OpenAI (cloud), 
 HA runs the tools the model calls. Remote mode keeps everything read-only.
 """
 
-from collections.abc import Iterator
 from typing import Any
 
 from homeassistant.components import conversation
@@ -26,11 +25,8 @@ from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
     SHOP_DOOR,
     WORKSHOP_LIGHTS,
-    agent_router_options,
     kitty_agent_entry,
     router_call,
-    run_router,
-    served,
     set_up_workshop,
 )
 from tests.lib.tcp_proxy import TcpProxy
@@ -41,32 +37,7 @@ REMOTE_MODE_SWITCH = "switch.kitty_router_remote_mode"
 CLOUD_UNAVAILABLE = "The cloud models could not be reached, so the local model answered."
 
 
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    """The local model."""
-    yield from served(FakeOllama())
-
-
-@pytest.fixture(scope="module")
-def openai() -> Iterator[FakeOpenAI]:
-    """The cloud model."""
-    yield from served(FakeOpenAI(api_key="sk-test-agent-0123456789"))
-
-
-@pytest.fixture(scope="module")
-def kitty_router(
-    tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama, openai: FakeOpenAI
-) -> Iterator[ServiceProcess]:
-    """A real router over the two fakes."""
-    yield from run_router(tmp_path_factory.mktemp("router"), **agent_router_options(ollama, openai))
-
-
-@pytest.fixture(autouse=True)
-def fresh_models(ollama: FakeOllama, openai: FakeOpenAI) -> None:
-    """Each test starts with models that were asked nothing."""
-    for fake in (ollama, openai):
-        fake.requests.clear()
-        fake.respond_with(None)
+pytestmark = pytest.mark.usefixtures("fresh_models")
 
 
 async def set_up_agent(

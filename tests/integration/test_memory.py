@@ -1,6 +1,5 @@
 """KITTY's conversation memory: context that outlives HA's 5-minute chat session."""
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,13 +14,10 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.kitty.memory import SAVE_DELAY
-from tests.helpers.fake_llm import FakeOllama, FakeOpenAI, ScriptedReply
+from tests.helpers.fake_llm import FakeOllama, ScriptedReply
 from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
-    agent_router_options,
     kitty_agent_entry,
-    run_router,
-    served,
     set_up_workshop,
 )
 
@@ -30,31 +26,7 @@ RECALLED = "Earlier in this conversation (recalled from memory"
 SATELLITE = "workshop-satellite-device"
 
 
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    """The local model."""
-    yield from served(FakeOllama())
-
-
-@pytest.fixture(scope="module")
-def openai() -> Iterator[FakeOpenAI]:
-    """The cloud model, never needed here."""
-    yield from served(FakeOpenAI(api_key="sk-test-agent-0123456789"))
-
-
-@pytest.fixture(scope="module")
-def kitty_router(
-    tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama, openai: FakeOpenAI
-) -> Iterator[ServiceProcess]:
-    """A real router over the two fakes."""
-    yield from run_router(tmp_path_factory.mktemp("router"), **agent_router_options(ollama, openai))
-
-
-@pytest.fixture(autouse=True)
-def fresh_models(ollama: FakeOllama) -> None:
-    """Each test starts with a model that was asked nothing and answers "OK."."""
-    ollama.requests.clear()
-    ollama.respond_with(None)
+pytestmark = pytest.mark.usefixtures("fresh_models")
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ lookup is a single matrix-vector product. sqlite3 blocks, so its one connection
 lives on one worker thread; the event loop only awaits its jobs.
 """
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 import hashlib
@@ -33,6 +31,7 @@ from kittyai.embedding import Embedder
 from kittyai.router.backends.base import BackendReply, Message
 from kittyai.router.classify import cache_policy, message_text
 from kittyai.router.options import CacheOptions
+from kittyai.sqlite import SqliteDatabase
 
 # Longer questions are pasted logs or documents: the embedding sees only their
 # first 256 word pieces, so two different pastes could look alike.
@@ -162,15 +161,13 @@ class AnswerCache:
 
     def __init__(
         self,
-        executor: ThreadPoolExecutor,
-        connection: sqlite3.Connection,
+        database: SqliteDatabase,
         options: CacheOptions,
         embedder: Embedder | None,
         clock: Callable[[], datetime],
     ) -> None:
-        """Wrap a connection made on `executor`'s only thread; use `open` instead."""
-        self._executor = executor
-        self._connection = connection
+        """Keep the entries in `database`; use `open` instead."""
+        self._database = database
         self._options = options
         self._embedder = embedder
         self._clock = clock
@@ -180,7 +177,6 @@ class AnswerCache:
         self._by_key: dict[str, CacheEntry] = {}
         self._scopes: dict[str, _ScopeIndex] = {}
         self._recent_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._closed = False
 
     @classmethod
     async def open(
@@ -196,16 +192,10 @@ class AnswerCache:
         Vectors made by another embedding model than `embedder` are not used, so
         their entries only serve exact repeats.
         """
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kitty-cache")
-        loop = asyncio.get_running_loop()
+        database = await SqliteDatabase.open(path, _MIGRATIONS, name="cache")
+        cache = cls(database, options, embedder, clock)
         try:
-            connection = await loop.run_in_executor(executor, _connect, path)
-        except BaseException:
-            await asyncio.to_thread(executor.shutdown, wait=True)
-            raise
-        cache = cls(executor, connection, options, embedder, clock)
-        try:
-            rows = await cache._run(_read_all, _to_us(clock() - cache._ttl))
+            rows = await cache._database.run(_read_all, _to_us(clock() - cache._ttl))
             for row in rows:
                 cache._load(row)
             # The limit may have been lowered since the entries were written.
@@ -221,15 +211,7 @@ class AnswerCache:
 
     async def close(self) -> None:
         """Finish the jobs already asked for, then close the database."""
-        if self._closed:
-            return
-        self._closed = True
-        closing = asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
-        # Queued jobs still run; new ones are refused instead of meeting a closed file.
-        self._executor.shutdown(wait=False)
-        await closing
-        # The worker thread is gone when this returns.
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        await self._database.close()
 
     async def lookup(self, scope: str, messages: list[Message]) -> CacheHit | None:
         """Return a cached answer to `messages` in `scope`, or None.
@@ -301,7 +283,7 @@ class AnswerCache:
             backend,
             _to_us(stored_at),
         )
-        entry_id = await self._run(_replace, row)
+        entry_id = await self._database.run(_replace, row)
         entry = CacheEntry(entry_id, scope, key, question, reply, backend, stored_at)
         self._add(entry, vector)
         await self._delete(self._take_victims())
@@ -384,15 +366,10 @@ class AnswerCache:
 
     async def _delete(self, entry_ids: Sequence[int]) -> None:
         if entry_ids:
-            await self._run(_delete_rows, entry_ids)
+            await self._database.run(_delete_rows, entry_ids)
 
     async def _count_hit(self, entry: CacheEntry) -> None:
-        await self._run(_count_hit, entry.id)
-
-    async def _run[R](self, job: Callable[..., R], *args: Any) -> R:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, job, self._connection, *args
-        )
+        await self._database.run(_count_hit, entry.id)
 
 
 def exact_key(scope: str, messages: list[Message]) -> str:
@@ -449,35 +426,6 @@ def _reply_from_json(data: dict[str, Any]) -> BackendReply:
 
 def _to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Autocommit: each write is its own transaction, committed when `execute` returns.
-    connection = sqlite3.connect(path, autocommit=True)
-    try:
-        connection.execute("PRAGMA journal_mode = WAL")
-        # A crash may lose the last answers stored, which costs one model call each;
-        # an fsync per stored answer would cost more.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        _migrate(connection, path)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version > len(_MIGRATIONS):
-        raise RuntimeError(
-            f"{path} has schema version {version}; this router knows up to {len(_MIGRATIONS)}"
-        )
-    for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-        # One transaction per step: a crash mid-migration leaves the previous version.
-        connection.executescript(
-            f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
-        )
 
 
 def _read_all(connection: sqlite3.Connection, not_before_us: int) -> list[tuple[Any, ...]]:

@@ -9,10 +9,7 @@ the ledger keeps one connection on one dedicated worker thread and the event loo
 only awaits its jobs.
 """
 
-import asyncio
 import base64
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from kittyai.contract.routing import RouteReason, RoutingDecision, Tier
+from kittyai.sqlite import SqliteDatabase
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -117,40 +115,26 @@ class DecisionSummary:
 class DecisionLedger:
     """The durable log of routing decisions and the ledger of their costs."""
 
-    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
-        """Wrap a connection made on `executor`'s only thread; use `open` instead."""
-        self._executor = executor
-        self._connection = connection
-        self._closed = False
+    def __init__(self, database: SqliteDatabase) -> None:
+        """Keep the log in `database`; use `open` instead."""
+        self._database = database
 
     @classmethod
     async def open(cls, path: Path) -> Self:
         """Open the ledger at `path`, creating or migrating its schema."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kitty-ledger")
-        try:
-            connection = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        return cls(executor, connection)
+        return cls(await SqliteDatabase.open(path, _MIGRATIONS, name="ledger"))
 
     async def close(self) -> None:
         """Finish the jobs already asked for, then close the database."""
-        if self._closed:
-            return
-        self._closed = True
-        closing = asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
-        # Queued jobs still run; new ones are refused instead of meeting a closed file.
-        self._executor.shutdown(wait=False)
-        await closing
+        await self._database.close()
 
     async def record(self, decision: RoutingDecision) -> None:
         """Store `decision`; it is committed to disk when this returns."""
-        await self._run(_insert, decision)
+        await self._database.run(_insert, decision)
 
     async def get(self, decision_id: str) -> RoutingDecision | None:
         """Return the decision with `decision_id`, or None when there is none."""
-        return await self._run(_select_one, decision_id)
+        return await self._database.run(_select_one, decision_id)
 
     async def query(self, query: LogQuery) -> LogPage:
         """Return one page of the decisions `query` selects, newest first.
@@ -158,55 +142,19 @@ class DecisionLedger:
         Raise `ValueError` when `query.cursor` is not one this ledger handed out.
         """
         after = _decode_cursor(query.cursor) if query.cursor is not None else None
-        return await self._run(_select_page, query, after)
+        return await self._database.run(_select_page, query, after)
 
     async def spent(self, *, since: datetime, backend: str | None = None) -> float:
         """Return the USD spent since `since`, on `backend` or on all backends."""
-        return await self._run(_sum_cost, _epoch_us(since), backend)
+        return await self._database.run(_sum_cost, _epoch_us(since), backend)
 
     async def window(self, *, since: datetime) -> list[DecisionSummary]:
         """Return summaries of the decisions since `since`, newest first."""
-        return await self._run(_select_summaries, _epoch_us(since))
+        return await self._database.run(_select_summaries, _epoch_us(since))
 
     async def recent_scores(self, limit: int) -> list[float]:
         """Return the confidence of the newest `limit` decisions that were scored."""
-        return await self._run(_select_scores, limit)
-
-    async def _run[*Args, T](
-        self, job: Callable[[sqlite3.Connection, *Args], T], *args: *Args
-    ) -> T:
-        """Run `job(connection, *args)` on the ledger's thread."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, job, self._connection, *args
-        )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # Autocommit: each write is its own transaction, committed when `execute` returns.
-    connection = sqlite3.connect(path, autocommit=True)
-    try:
-        connection.execute("PRAGMA journal_mode = WAL")
-        # In WAL mode NORMAL survives a crash of the process (what the services face
-        # daily) without an fsync per turn, which would cost more than routing itself.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        _migrate(connection, path)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version > len(_MIGRATIONS):
-        raise RuntimeError(
-            f"{path} has schema version {version}; this router knows up to {len(_MIGRATIONS)}"
-        )
-    for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-        # One transaction per step: a crash mid-migration leaves the previous version.
-        connection.executescript(
-            f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
-        )
+        return await self._database.run(_select_scores, limit)
 
 
 def _insert(connection: sqlite3.Connection, decision: RoutingDecision) -> None:
