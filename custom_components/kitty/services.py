@@ -27,7 +27,10 @@ ASK_SCHEMA: Final = probatio.Schema(
     {
         probatio.Required(ATTR_TEXT): cv.string,
         probatio.Optional(ATTR_AGENT_ID): cv.entity_id,
-        probatio.Optional(ATTR_CONVERSATION_ID): cv.string,
+        # The router keeps conversation ids of up to 128 characters.
+        probatio.Optional(ATTR_CONVERSATION_ID): probatio.All(
+            cv.string, probatio.Length(min=1, max=128)
+        ),
         probatio.Optional(ATTR_LANGUAGE): cv.string,
     }
 )

@@ -6,6 +6,7 @@ from homeassistant.const import CONF_TOKEN, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 import pytest
+import voluptuous as vol
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.kitty.const import DOMAIN
@@ -107,6 +108,13 @@ async def test_ask_another_agent_is_refused(hass: HomeAssistant) -> None:
         await ask_kitty(hass, text="Hello", agent_id="conversation.home_assistant")
     assert raised.value.translation_key == "not_kitty_agent"
     assert raised.value.translation_placeholders == {"agent_id": "conversation.home_assistant"}
+
+
+@pytest.mark.usefixtures("agent")
+async def test_ask_refuses_a_conversation_id_the_router_cannot_keep(hass: HomeAssistant) -> None:
+    """Ids longer than the router keeps are refused before anything runs."""
+    with pytest.raises(vol.Invalid):
+        await ask_kitty(hass, text="Hello", conversation_id="x" * 129)
 
 
 async def test_ask_without_a_loaded_agent(
