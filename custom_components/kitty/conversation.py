@@ -125,7 +125,7 @@ class KittyConversationEntity(conversation.ConversationEntity):
             model=self._profile,
             entry_type=DeviceEntryType.SERVICE,
             # The agent answers through the router.
-            via_device=entry.runtime_data.coordinator.device_identifier(ServiceName.ROUTER),
+            via_device_id=entry.runtime_data.coordinator.device_id(ServiceName.ROUTER),
         )
         if subentry.data.get(CONF_LLM_HASS_API):
             self._attr_supported_features = conversation.ConversationEntityFeature.CONTROL

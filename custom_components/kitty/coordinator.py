@@ -72,6 +72,13 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
         return (DOMAIN, f"{self.config_entry.unique_id}_{service}")
 
     @callback
+    def device_id(self, service: ServiceName) -> str:
+        """Return the device registry id of a service's device, once registered."""
+        return dr.async_get_device_id_by_identifier(
+            self.hass, self.device_identifier(service), config_entry_id=self.config_entry.entry_id
+        )
+
+    @callback
     def async_register_devices(self) -> None:
         """Register a device per service: the router's first, the others link to it."""
         self._async_update_device(ServiceName.ROUTER)
@@ -95,11 +102,7 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
             device_info["configuration_url"] = entry.data[CONF_URL]
         else:
             # The router is what the entry connects to; the apps are reached through it.
-            device_info["via_device_id"] = dr.async_get_device_id_by_identifier(
-                self.hass,
-                self.device_identifier(ServiceName.ROUTER),
-                config_entry_id=entry.entry_id,
-            )
+            device_info["via_device_id"] = self.device_id(ServiceName.ROUTER)
         dr.async_get(self.hass).async_get_or_create(config_entry_id=entry.entry_id, **device_info)
 
     @override
