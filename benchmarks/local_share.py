@@ -167,7 +167,7 @@ async def route_all(queries: list[dict[str, str]], workdir: Path) -> list[Outcom
                     continue
                 decision = await ask(session, router, query["text"])
                 outcomes.append(
-                    Outcome(**query, tier=decision.tier, confidence=decision.confidence)
+                    Outcome(**query, tier=decision.tier.value, confidence=decision.confidence)
                 )
                 if number % 25 == 0:
                     print(f"  {number}/{len(queries)} routed")
