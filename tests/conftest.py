@@ -8,14 +8,13 @@ harness mounts its own testing config, which would otherwise hide KITTY
 
 from collections.abc import Iterator
 from pathlib import Path
-import socket
 
 import pytest
-import pytest_socket
 
 from custom_components.kitty.const import DOMAIN  # noqa: F401
 from tests.helpers.broker import MosquittoBroker
 from tests.helpers.llama import LlamaServer
+from tests.helpers.net import loopback_sockets
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +34,8 @@ def mqtt_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """Run the real local model (Gemma 3 270M on llama.cpp) once for the whole session."""
-    # Session fixtures run before the per-test fixture that opens loopback sockets,
-    # so open them for the start (which polls /v1/models), then put the guard back.
-    guarded = socket.socket
-    pytest_socket.enable_socket()
-    try:
+    with loopback_sockets():
         server = LlamaServer(tmp_path_factory.mktemp("llama"))
         server.start()
-    finally:
-        socket.socket = guarded  # type: ignore[misc]
     yield server
     server.stop()

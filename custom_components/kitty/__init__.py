@@ -19,11 +19,15 @@ from .const import (
     DEFAULT_CONVERSATION_OPTIONS,
     DOMAIN,
     SUBENTRY_CONVERSATION,
+    SUBENTRY_PRINTER,
 )
 from .coordinator import KittyCoordinator
 from .llm_api import KittyLLMAPI
 from .memory import ConversationMemory
+from .print_monitor import MonitorSettings, PrintMonitor
+from .printer_coordinator import PrinterCoordinator
 from .remote_mode import RemoteMode
+from .scenes import PrinterScenes
 from .services import async_setup_services
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,6 +35,8 @@ _LOGGER = logging.getLogger(__name__)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.CAMERA,
     Platform.CONVERSATION,
     Platform.SENSOR,
     Platform.SWITCH,
@@ -44,6 +50,12 @@ class KittyRuntimeData:
     client: KittyClient
     router_info: ServiceInfo
     coordinator: KittyCoordinator
+    # The coordinator of every printer, by its subentry id.
+    printers: dict[str, PrinterCoordinator]
+    # The print monitor of every printer that is watched, by its subentry id.
+    monitors: dict[str, PrintMonitor]
+    # The shop scenes of every printer, by its subentry id.
+    scenes: dict[str, PrinterScenes]
     remote_mode: RemoteMode = field(default_factory=RemoteMode)
 
 
@@ -58,7 +70,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
-    """Connect to the KITTY router and follow the services over MQTT."""
+    """Connect to the KITTY router, follow the services over MQTT, and reach the printers."""
     url: str = entry.data[CONF_URL]
     client = KittyClient(async_get_clientsession(hass), url, entry.data[CONF_TOKEN])
     try:
@@ -80,14 +92,36 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
     # The devices exist before the first MQTT message can update them.
     coordinator.async_register_devices()
     await coordinator.async_config_entry_first_refresh()
-    entry.runtime_data = KittyRuntimeData(client, router_info, coordinator)
+    printers = {
+        subentry.subentry_id: PrinterCoordinator(hass, entry, subentry)
+        for subentry in entry.subentries.values()
+        if subentry.subentry_type == SUBENTRY_PRINTER
+    }
+    # Only printers whose monitor is on have one, and its entities.
+    monitors = {
+        subentry_id: PrintMonitor(hass, entry, printer)
+        for subentry_id, printer in printers.items()
+        if MonitorSettings.of(printer.subentry.data).watch
+    }
+    scenes = {
+        subentry_id: PrinterScenes(hass, entry, printer)
+        for subentry_id, printer in printers.items()
+    }
+    entry.runtime_data = KittyRuntimeData(
+        client, router_info, coordinator, printers, monitors, scenes
+    )
+    for subentry_id, printer in printers.items():
+        printer.async_start()
+        scenes[subentry_id].async_start()
+    for monitor in monitors.values():
+        monitor.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
-    """Unload the platforms; the MQTT subscriptions end through `async_on_unload`."""
+    """Unload the platforms; MQTT subscriptions and printers end through `async_on_unload`."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
 
 

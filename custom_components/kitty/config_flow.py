@@ -4,6 +4,11 @@ from collections.abc import Mapping
 import logging
 from typing import Any, override
 
+from homeassistant.components.camera import DOMAIN as CAMERA_DOMAIN
+from homeassistant.components.fan import DOMAIN as FAN_DOMAIN
+from homeassistant.components.scene.const import DOMAIN as SCENE_DOMAIN
+from homeassistant.components.script.const import DOMAIN as SCRIPT_DOMAIN
+from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
 from homeassistant.config_entries import (
     ConfigEntry,
     ConfigFlow,
@@ -12,11 +17,26 @@ from homeassistant.config_entries import (
     ConfigSubentryFlow,
     SubentryFlowResult,
 )
-from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT, CONF_TOKEN, CONF_URL
-from homeassistant.core import callback
+from homeassistant.const import (
+    CONF_API_KEY,
+    CONF_LLM_HASS_API,
+    CONF_NAME,
+    CONF_PROMPT,
+    CONF_TOKEN,
+    CONF_URL,
+    CONF_USERNAME,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.data_entry_flow import section
 from homeassistant.helpers import config_validation as cv, llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
+    BooleanSelector,
+    EntitySelector,
+    EntitySelectorConfig,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
     SelectOptionDict,
     SelectSelector,
     SelectSelectorConfig,
@@ -31,16 +51,44 @@ from yarl import URL
 
 from kittyai.client import KittyAuthError, KittyClient, KittyConnectionError, KittyError, ModelKind
 from kittyai.contract import ServiceInfo
+from kittyai.printers.base import PrinterAuthError, PrinterConnectionError, PrinterInfo, PrinterKind
+from kittyai.printwatch import DEFAULT_INTERVAL_S
 
 from .const import (
+    CONF_CAMERA,
+    CONF_DETECTOR,
+    CONF_EXTRACTOR_DELAY,
+    CONF_FINISH_SCENES,
+    CONF_FUME_EXTRACTOR,
+    CONF_INTERVAL,
+    CONF_KIND,
+    CONF_OBICO_URL,
+    CONF_PAUSE_SCENES,
+    CONF_PLUG_TEMPERATURE,
+    CONF_POWER_PLUG,
+    CONF_PRINTER_SUBENTRY_ID,
     CONF_PROFILE,
+    CONF_SENSITIVITY,
+    CONF_START_SCENES,
+    CONF_WATCH,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_CONVERSATION_OPTIONS,
+    DEFAULT_EXTRACTOR_DELAY,
+    DEFAULT_PLUG_TEMPERATURE,
+    DEFAULT_SENSITIVITY,
+    DETECTOR_HEURISTIC,
+    DETECTOR_OBICO,
+    DETECTORS,
     DOMAIN,
     NAME,
     PROFILES,
+    SECTION_MONITOR,
+    SECTION_SCENES,
     SUBENTRY_CONVERSATION,
+    SUBENTRY_PRINTER,
 )
+from .pairing import AppKeysPairing, PairingError, async_request_pairing
+from .printer_coordinator import printer_client
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +100,87 @@ STEP_USER_DATA_SCHEMA = probatio.Schema(
     }
 )
 STEP_REAUTH_DATA_SCHEMA = probatio.Schema({probatio.Required(CONF_TOKEN): TOKEN_SELECTOR})
+
+URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
+# OctoPrint: a key typed in, or none to pair through AppKeys (for one user, if named).
+OCTOPRINT_KEY_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(CONF_API_KEY): TOKEN_SELECTOR,
+        probatio.Optional(CONF_USERNAME): TextSelector(),
+    }
+)
+# Moonraker needs a key only where it does not trust Home Assistant's address.
+MOONRAKER_KEY_SCHEMA = probatio.Schema({probatio.Optional(CONF_API_KEY): TOKEN_SELECTOR})
+PRINTER_URL_SCHEMA = probatio.Schema({probatio.Required(CONF_URL): URL_SELECTOR})
+SCENE_SELECTOR = EntitySelector(
+    EntitySelectorConfig(domain=[SCENE_DOMAIN, SCRIPT_DOMAIN], multiple=True)
+)
+# The print monitor: off, or a camera judged by a detector every few seconds.
+MONITOR_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(CONF_WATCH, default=True): BooleanSelector(),
+        # Empty: the printer's own webcam, if its print server names one.
+        probatio.Optional(CONF_CAMERA): EntitySelector(EntitySelectorConfig(domain=CAMERA_DOMAIN)),
+        probatio.Optional(CONF_INTERVAL, default=DEFAULT_INTERVAL_S): NumberSelector(
+            NumberSelectorConfig(
+                min=1, max=600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX
+            )
+        ),
+        probatio.Optional(CONF_SENSITIVITY, default=DEFAULT_SENSITIVITY): NumberSelector(
+            NumberSelectorConfig(min=0.25, max=4, step=0.05, mode=NumberSelectorMode.SLIDER)
+        ),
+        probatio.Optional(CONF_DETECTOR, default=DETECTOR_HEURISTIC): SelectSelector(
+            SelectSelectorConfig(options=list(DETECTORS), translation_key=CONF_DETECTOR)
+        ),
+        probatio.Optional(CONF_OBICO_URL): URL_SELECTOR,
+    }
+)
+# What the shop does around the printer's jobs.
+SCENES_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(CONF_START_SCENES): SCENE_SELECTOR,
+        probatio.Optional(CONF_PAUSE_SCENES): SCENE_SELECTOR,
+        probatio.Optional(CONF_FINISH_SCENES): SCENE_SELECTOR,
+        probatio.Optional(CONF_FUME_EXTRACTOR): EntitySelector(
+            EntitySelectorConfig(domain=[SWITCH_DOMAIN, FAN_DOMAIN])
+        ),
+        probatio.Optional(CONF_EXTRACTOR_DELAY, default=DEFAULT_EXTRACTOR_DELAY): NumberSelector(
+            NumberSelectorConfig(
+                min=0, max=240, step=1, unit_of_measurement="min", mode=NumberSelectorMode.BOX
+            )
+        ),
+        probatio.Optional(CONF_POWER_PLUG): EntitySelector(
+            EntitySelectorConfig(domain=SWITCH_DOMAIN)
+        ),
+        probatio.Optional(CONF_PLUG_TEMPERATURE, default=DEFAULT_PLUG_TEMPERATURE): NumberSelector(
+            NumberSelectorConfig(
+                min=20, max=150, step=1, unit_of_measurement="°C", mode=NumberSelectorMode.BOX
+            )
+        ),
+    }
+)
+# Collapsed: a printer works without them. A form sent without a section keeps what
+# is stored; one sent with it replaces it.
+OPTION_SECTIONS: dict[Any, Any] = {
+    probatio.Optional(SECTION_MONITOR): section(MONITOR_SCHEMA, {"collapsed": True}),
+    probatio.Optional(SECTION_SCENES): section(SCENES_SCHEMA, {"collapsed": True}),
+}
+PRINTER_SCHEMAS: dict[PrinterKind, probatio.Schema] = {
+    PrinterKind.OCTOPRINT: PRINTER_URL_SCHEMA.extend(OCTOPRINT_KEY_SCHEMA.schema).extend(
+        OPTION_SECTIONS
+    ),
+    PrinterKind.MOONRAKER: PRINTER_URL_SCHEMA.extend(MOONRAKER_KEY_SCHEMA.schema).extend(
+        OPTION_SECTIONS
+    ),
+}
+RECONFIGURE_PRINTER_SCHEMA = PRINTER_URL_SCHEMA.extend(MOONRAKER_KEY_SCHEMA.schema).extend(
+    OPTION_SECTIONS
+)
+REAUTH_PRINTER_SCHEMAS: dict[PrinterKind, probatio.Schema] = {
+    PrinterKind.OCTOPRINT: OCTOPRINT_KEY_SCHEMA,
+    # Moonraker asked for a key, so one is needed now.
+    PrinterKind.MOONRAKER: probatio.Schema({probatio.Required(CONF_API_KEY): TOKEN_SELECTOR}),
+}
 
 # Every new entry comes with a conversation agent, as HA's own LLM integrations do.
 DEFAULT_SUBENTRIES: list[ConfigSubentryData] = [
@@ -84,6 +213,9 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
 
     _discovery: HassioServiceInfo
     _discovered_data: dict[str, str]
+    # Reauthentication of one printer: its subentry, and the pairing under way.
+    _printer_subentry_id: str
+    _pairing: AppKeysPairing
 
     @override
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -141,7 +273,14 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
-        """Start reauthentication after the router rejected the token."""
+        """Start reauthentication after the router, or one of the printers, rejected a key.
+
+        Subentries cannot reauthenticate themselves: a printer's coordinator starts
+        the entry's reauthentication with the printer's subentry id in its data.
+        """
+        if (subentry_id := entry_data.get(CONF_PRINTER_SUBENTRY_ID)) is not None:
+            self._printer_subentry_id = subentry_id
+            return await self.async_step_reauth_printer()
         return await self.async_step_reauth_confirm()
 
     async def async_step_reauth_confirm(
@@ -159,6 +298,79 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self._async_update_entry_and_abort(entry, data)
         return self.async_show_form(
             step_id="reauth_confirm", data_schema=STEP_REAUTH_DATA_SCHEMA, errors=errors
+        )
+
+    async def async_step_reauth_printer(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for a printer's new API key; without one, pair with OctoPrint again."""
+        entry = self._get_reauth_entry()
+        subentry = entry.subentries[self._printer_subentry_id]
+        kind = PrinterKind(subentry.data[CONF_KIND])
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if kind is PrinterKind.OCTOPRINT and not user_input.get(CONF_API_KEY):
+                try:
+                    self._pairing = await async_request_pairing(
+                        self.hass, subentry.data[CONF_URL], user_input.get(CONF_USERNAME)
+                    )
+                except PairingError as err:
+                    errors["base"] = err.key
+                else:
+                    return await self.async_step_reauth_pair()
+            else:
+                return await self._async_reauth_printer_with(user_input[CONF_API_KEY])
+        return self._async_show_reauth_printer(errors)
+
+    async def async_step_reauth_pair(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Wait while the user allows KITTY's request in OctoPrint."""
+        if not self._pairing.task.done():
+            return self.async_show_progress(
+                step_id="reauth_pair",
+                progress_action="pair",
+                progress_task=self._pairing.task,
+                description_placeholders={"url": self._pairing.url},
+            )
+        return self.async_show_progress_done(next_step_id="reauth_paired")
+
+    async def async_step_reauth_paired(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Use the key OctoPrint gave, or ask again after a denial."""
+        api_key, error = self._pairing.outcome()
+        if api_key is None:
+            return self._async_show_reauth_printer({"base": str(error)})
+        return await self._async_reauth_printer_with(api_key)
+
+    async def _async_reauth_printer_with(self, api_key: str) -> ConfigFlowResult:
+        """Test a printer's new key; store it if it opens the same printer."""
+        entry = self._get_reauth_entry()
+        subentry = entry.subentries[self._printer_subentry_id]
+        data = {**subentry.data, CONF_API_KEY: api_key}
+        info, errors = await _async_printer_info(self.hass, data)
+        if info is None:
+            return self._async_show_reauth_printer(errors)
+        if info.unique_id != subentry.unique_id:
+            return self.async_abort(reason="printer_mismatch")
+        # Asked first: the update starts the reload of an entry that reloads by itself.
+        reloads = _reloads_on_update(entry)
+        self.hass.config_entries.async_update_subentry(entry, subentry, data=data)
+        if not reloads:
+            self.hass.config_entries.async_schedule_reload(entry.entry_id)
+        return self.async_abort(reason="reauth_successful")
+
+    @callback
+    def _async_show_reauth_printer(self, errors: dict[str, str]) -> ConfigFlowResult:
+        """Show the form that asks for a printer's key, naming the printer."""
+        subentry = self._get_reauth_entry().subentries[self._printer_subentry_id]
+        return self.async_show_form(
+            step_id="reauth_printer",
+            data_schema=REAUTH_PRINTER_SCHEMAS[PrinterKind(subentry.data[CONF_KIND])],
+            errors=errors,
+            # `name` also titles Home Assistant's reauthentication dialog.
+            description_placeholders={"name": subentry.title, "url": subentry.data[CONF_URL]},
         )
 
     async def async_step_reconfigure(
@@ -188,8 +400,8 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
     def async_get_supported_subentry_types(
         cls, config_entry: ConfigEntry
     ) -> dict[str, type[ConfigSubentryFlow]]:
-        """Return the subentries a KITTY entry has: its conversation agents."""
-        return {SUBENTRY_CONVERSATION: KittyConversationFlow}
+        """Return the subentries a KITTY entry has: its conversation agents and printers."""
+        return {SUBENTRY_CONVERSATION: KittyConversationFlow, SUBENTRY_PRINTER: KittyPrinterFlow}
 
     async def _async_validate(
         self, data: Mapping[str, Any]
@@ -299,3 +511,175 @@ def _agent_options(user_input: dict[str, Any]) -> dict[str, Any]:
     if not user_input.get(CONF_LLM_HASS_API):
         user_input.pop(CONF_LLM_HASS_API, None)
     return user_input
+
+
+class KittyPrinterFlow(ConfigSubentryFlow):
+    """Add or change one of the shop's printers: an OctoPrint or Moonraker server."""
+
+    _pairing: AppKeysPairing
+    # The monitor and scene sections sent with a form that pairs.
+    _sections: dict[str, Any]
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Ask which print server the printer runs."""
+        return self.async_show_menu(
+            step_id="user", menu_options=[PrinterKind.OCTOPRINT, PrinterKind.MOONRAKER]
+        )
+
+    async def async_step_octoprint(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Ask for OctoPrint's URL and a key; without a key, pair through AppKeys."""
+        if user_input is None or user_input.get(CONF_API_KEY):
+            return await self._async_add(PrinterKind.OCTOPRINT, user_input)
+        if (url := _printer_url(user_input[CONF_URL])) is None:
+            return self._async_show_add(PrinterKind.OCTOPRINT, user_input, {"base": "invalid_url"})
+        if errors := _section_errors(user_input):
+            return self._async_show_add(PrinterKind.OCTOPRINT, user_input, errors)
+        self._sections = _sections(user_input)
+        try:
+            self._pairing = await async_request_pairing(
+                self.hass, url, user_input.get(CONF_USERNAME)
+            )
+        except PairingError as err:
+            return self._async_show_add(PrinterKind.OCTOPRINT, user_input, {"base": err.key})
+        return await self.async_step_pair()
+
+    async def async_step_pair(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Wait while the user allows KITTY's request in OctoPrint."""
+        if not self._pairing.task.done():
+            return self.async_show_progress(
+                step_id="pair",
+                progress_action="pair",
+                progress_task=self._pairing.task,
+                description_placeholders={"url": self._pairing.url},
+            )
+        return self.async_show_progress_done(next_step_id="paired")
+
+    async def async_step_paired(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Add the printer with the key OctoPrint gave, or offer the form again."""
+        api_key, error = self._pairing.outcome()
+        typed = {CONF_URL: self._pairing.url, **self._sections}
+        if api_key is None:
+            return self._async_show_add(PrinterKind.OCTOPRINT, typed, {"base": str(error)})
+        return await self._async_add(PrinterKind.OCTOPRINT, {**typed, CONF_API_KEY: api_key})
+
+    async def async_step_moonraker(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Ask for Moonraker's URL, and a key if it does not trust Home Assistant."""
+        return await self._async_add(PrinterKind.MOONRAKER, user_input)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change a printer's URL, key, monitor or scenes; an empty key keeps the one stored."""
+        subentry = self._get_reconfigure_subentry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if (url := _printer_url(user_input[CONF_URL])) is None:
+                errors["base"] = "invalid_url"
+            elif not (errors := _section_errors(user_input)):
+                data = {**subentry.data, CONF_URL: url, **_sections(user_input)}
+                if api_key := user_input.get(CONF_API_KEY):
+                    data[CONF_API_KEY] = api_key
+                info, errors = await _async_printer_info(self.hass, data)
+                if info is not None:
+                    if info.unique_id != subentry.unique_id:
+                        return self.async_abort(reason="unique_id_mismatch")
+                    entry = self._get_entry()
+                    if _reloads_on_update(entry):
+                        return self.async_update_and_abort(entry, subentry, data=data)
+                    return self.async_update_reload_and_abort(entry, subentry, data=data)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                RECONFIGURE_PRINTER_SCHEMA,
+                {CONF_URL: (user_input or subentry.data)[CONF_URL]}
+                | _sections(subentry.data)
+                | _sections(user_input or {}),
+            ),
+            errors=errors,
+            description_placeholders={"printer": subentry.title},
+        )
+
+    async def _async_add(
+        self, kind: PrinterKind, user_input: dict[str, Any] | None
+    ) -> SubentryFlowResult:
+        """Test the server, and add it unless the entry has it already."""
+        if user_input is None:
+            return self._async_show_add(kind, None, {})
+        if (url := _printer_url(user_input[CONF_URL])) is None:
+            return self._async_show_add(kind, user_input, {"base": "invalid_url"})
+        if errors := _section_errors(user_input):
+            return self._async_show_add(kind, user_input, errors)
+        data = {CONF_KIND: kind.value, CONF_URL: url, **_sections(user_input)}
+        if api_key := user_input.get(CONF_API_KEY):
+            data[CONF_API_KEY] = api_key
+        info, errors = await _async_printer_info(self.hass, data)
+        if info is None:
+            return self._async_show_add(kind, user_input, errors)
+        if any(
+            subentry.subentry_type == SUBENTRY_PRINTER and subentry.unique_id == info.unique_id
+            for subentry in self._get_entry().subentries.values()
+        ):
+            return self.async_abort(reason="already_configured")
+        return self.async_create_entry(title=info.name, data=data, unique_id=info.unique_id)
+
+    @callback
+    def _async_show_add(
+        self, kind: PrinterKind, user_input: Mapping[str, Any] | None, errors: dict[str, str]
+    ) -> SubentryFlowResult:
+        """Show the form of a print server; a key typed in is not sent back."""
+        suggested = {key: value for key, value in (user_input or {}).items() if key != CONF_API_KEY}
+        return self.async_show_form(
+            step_id=kind.value,
+            data_schema=self.add_suggested_values_to_schema(PRINTER_SCHEMAS[kind], suggested),
+            errors=errors,
+        )
+
+
+def _sections(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the monitor and scene sections a form or a subentry holds."""
+    return {key: data[key] for key in (SECTION_MONITOR, SECTION_SCENES) if key in data}
+
+
+def _section_errors(user_input: dict[str, Any]) -> dict[str, str]:
+    """Check the monitor's Obico URL, and store it without a trailing slash."""
+    monitor = user_input.get(SECTION_MONITOR, {})
+    if monitor.get(CONF_DETECTOR) != DETECTOR_OBICO:
+        return {}
+    if not monitor.get(CONF_OBICO_URL):
+        return {"base": "obico_url_required"}
+    if (url := _printer_url(monitor[CONF_OBICO_URL])) is None:
+        return {"base": "invalid_url"}
+    monitor[CONF_OBICO_URL] = url
+    return {}
+
+
+def _printer_url(url: str) -> str | None:
+    """Return a print server's URL without a trailing slash; None if it is no http(s) URL."""
+    try:
+        return str(cv.url(url)).rstrip("/")
+    except probatio.Invalid:
+        return None
+
+
+async def _async_printer_info(
+    hass: HomeAssistant, data: Mapping[str, Any]
+) -> tuple[PrinterInfo | None, dict[str, str]]:
+    """Ask a print server who it is; return its info, or the error to show."""
+    client = printer_client(hass, data)
+    try:
+        return await client.info(), {}
+    except PrinterConnectionError:
+        return None, {"base": "cannot_connect"}
+    except PrinterAuthError:
+        return None, {"base": "invalid_auth"}
+    except Exception:
+        _LOGGER.exception("Unexpected answer from %s", data[CONF_URL])
+        return None, {"base": "unknown"}
+    finally:
+        await client.close()

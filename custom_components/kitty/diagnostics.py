@@ -1,22 +1,26 @@
 """Diagnostics of the KITTY integration."""
 
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
-from homeassistant.const import CONF_TOKEN
+from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
 from kittyai.catalog import ServiceName
 
 from . import KittyConfigEntry
 
-TO_REDACT = {CONF_TOKEN}
+TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
 
 
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: KittyConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry without secrets, the router's info and stats, and the services' status."""
+    """Return the entry, router, services and printers, without tokens or API keys.
+
+    A printer comes with its settings, who it is and what it reported last.
+    """
     runtime = entry.runtime_data
     # Backend names and amounts of money: the statistics hold no secrets.
     router_stats = runtime.coordinator.data[ServiceName.ROUTER].stats
@@ -34,5 +38,17 @@ async def async_get_config_entry_diagnostics(
                 "info": status.info.model_dump(mode="json") if status.info else None,
             }
             for service, status in runtime.coordinator.data.items()
+        },
+        "printers": {
+            subentry_id: {
+                "title": printer.subentry.title,
+                "unique_id": printer.subentry.unique_id,
+                "data": async_redact_data(printer.subentry.data, TO_REDACT),
+                "online": printer.online,
+                "last_error": None if printer.online else str(printer.last_exception),
+                "info": asdict(printer.info) if printer.info else None,
+                "status": asdict(printer.data) if printer.data else None,
+            }
+            for subentry_id, printer in runtime.printers.items()
         },
     }

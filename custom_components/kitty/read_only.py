@@ -16,6 +16,7 @@ READ_ONLY_NAMES: Final = frozenset(
         "GetLiveContext",
         "GetDateTime",
         "GetRoutingStats",
+        "GetPrinterStatus",
         # Intents
         "HassGetState",
         "HassGetWeather",

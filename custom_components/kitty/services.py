@@ -1,8 +1,14 @@
-"""Service actions of the KITTY integration: ask KITTY, and hear how it answered."""
+"""Service actions of the KITTY integration: ask KITTY, and run the shop's printers."""
 
-from typing import Final
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
 
 from homeassistant.components import conversation
+from homeassistant.components.scene.const import DOMAIN as SCENE_DOMAIN
+from homeassistant.components.script.const import DOMAIN as SCRIPT_DOMAIN
+from homeassistant.const import ATTR_DEVICE_ID
 from homeassistant.core import (
     HomeAssistant,
     ServiceCall,
@@ -14,7 +20,11 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv, entity_registry as er
 import probatio
 
+from kittyai.printers.base import PrinterStatus
+
 from .const import DOMAIN
+from .printer_coordinator import PrinterCoordinator
+from .scenes import async_run_scenes
 from .turn import KittyTurn, current_turn
 
 SERVICE_ASK: Final = "ask"
@@ -35,6 +45,39 @@ ASK_SCHEMA: Final = probatio.Schema(
     }
 )
 
+SERVICE_START_PRINT: Final = "start_print"
+SERVICE_PAUSE_PRINT: Final = "pause_print"
+SERVICE_RESUME_PRINT: Final = "resume_print"
+SERVICE_CANCEL_PRINT: Final = "cancel_print"
+ATTR_FILE: Final = "file"
+ATTR_NOZZLE_TEMPERATURE: Final = "nozzle_temperature"
+ATTR_BED_TEMPERATURE: Final = "bed_temperature"
+ATTR_SCENE: Final = "scene"
+# The file types OctoPrint and Moonraker print.
+GCODE_SUFFIXES: Final = frozenset({".gcode", ".gco", ".g"})
+
+PRINTER_SCHEMA: Final = probatio.Schema({probatio.Required(ATTR_DEVICE_ID): cv.string})
+START_PRINT_SCHEMA: Final = PRINTER_SCHEMA.extend(
+    {
+        probatio.Required(ATTR_FILE): cv.string,
+        # Preheat targets in °C, within what FDM hotends and beds reach.
+        probatio.Optional(ATTR_NOZZLE_TEMPERATURE): probatio.All(
+            probatio.Coerce(float), probatio.Range(min=0, max=350)
+        ),
+        probatio.Optional(ATTR_BED_TEMPERATURE): probatio.All(
+            probatio.Coerce(float), probatio.Range(min=0, max=150)
+        ),
+        # Run as this job starts, after the printer's own start scenes.
+        probatio.Optional(ATTR_SCENE): cv.entity_domain([SCENE_DOMAIN, SCRIPT_DOMAIN]),
+    }
+)
+# The actions that send a running job one command.
+JOB_COMMANDS: Final[dict[str, Callable[[PrinterCoordinator], Awaitable[PrinterStatus]]]] = {
+    SERVICE_PAUSE_PRINT: PrinterCoordinator.async_pause,
+    SERVICE_RESUME_PRINT: PrinterCoordinator.async_resume,
+    SERVICE_CANCEL_PRINT: PrinterCoordinator.async_cancel,
+}
+
 
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
@@ -46,6 +89,110 @@ def async_setup_services(hass: HomeAssistant) -> None:
         schema=ASK_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_START_PRINT,
+        _async_start_print,
+        schema=START_PRINT_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    for service, command in JOB_COMMANDS.items():
+        hass.services.async_register(
+            DOMAIN,
+            service,
+            partial(_async_job_command, command),
+            schema=PRINTER_SCHEMA,
+            supports_response=SupportsResponse.OPTIONAL,
+        )
+
+
+async def _async_start_print(call: ServiceCall) -> ServiceResponse:
+    """Check the printer and the file, upload the file and print it, then run its scene."""
+    printer = printer_of_device(call.hass, call.data[ATTR_DEVICE_ID])
+    path = await _async_gcode_file(call.hass, call.data[ATTR_FILE])
+    status = await printer.async_start_print(
+        path,
+        nozzle=call.data.get(ATTR_NOZZLE_TEMPERATURE),
+        bed=call.data.get(ATTR_BED_TEMPERATURE),
+    )
+    if (scene := call.data.get(ATTR_SCENE)) is not None:
+        await async_run_scenes(call.hass, [scene], call.context)
+    return status_response(printer, status)
+
+
+async def _async_job_command(
+    command: Callable[[PrinterCoordinator], Awaitable[PrinterStatus]], call: ServiceCall
+) -> ServiceResponse:
+    """Send a printer one job command; return the status it read back."""
+    printer = printer_of_device(call.hass, call.data[ATTR_DEVICE_ID])
+    return status_response(printer, await command(printer))
+
+
+async def _async_gcode_file(hass: HomeAssistant, file: str) -> Path:
+    """Return the G-code file to print; refuse a path HA may not read, or no G-code file."""
+    path = Path(file)
+    if not path.is_absolute() or not await hass.async_add_executor_job(
+        hass.config.is_allowed_path, file
+    ):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="file_not_allowed",
+            translation_placeholders={"file": file},
+        )
+    if not await hass.async_add_executor_job(path.is_file):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="file_not_found",
+            translation_placeholders={"file": file},
+        )
+    if path.suffix.lower() not in GCODE_SUFFIXES:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="not_gcode",
+            translation_placeholders={
+                "file": file,
+                "suffixes": ", ".join(sorted(GCODE_SUFFIXES)),
+            },
+        )
+    return path
+
+
+@callback
+def loaded_printers(hass: HomeAssistant) -> list[PrinterCoordinator]:
+    """Return the printers of every loaded KITTY entry."""
+    return [
+        printer
+        for entry in hass.config_entries.async_loaded_entries(DOMAIN)
+        for printer in entry.runtime_data.printers.values()
+    ]
+
+
+@callback
+def printer_of_device(hass: HomeAssistant, device_id: str) -> PrinterCoordinator:
+    """Return the printer of a device; refuse a device that is no loaded KITTY printer."""
+    for printer in loaded_printers(hass):
+        if printer.device_id == device_id:
+            return printer
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="unknown_printer",
+        translation_placeholders={"device_id": device_id},
+    )
+
+
+def status_response(printer: PrinterCoordinator, status: PrinterStatus) -> dict[str, Any]:
+    """Return a printer's status as an action's response and an LLM tool's data."""
+    return {
+        "printer": printer.name,
+        "state": status.state.value,
+        "message": status.message,
+        "file": status.file,
+        "progress": status.progress,
+        "print_time_s": status.print_time_s,
+        "time_left_s": status.time_left_s,
+        "nozzle": {"actual": status.nozzle.actual, "target": status.nozzle.target},
+        "bed": {"actual": status.bed.actual, "target": status.bed.target},
+    }
 
 
 async def _async_ask(call: ServiceCall) -> ServiceResponse:

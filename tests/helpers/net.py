@@ -1,7 +1,11 @@
-"""Network helpers for tests: free ports and waiting for a listener."""
+"""Network helpers for tests: free ports, waiting for a listener, loopback sockets."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import socket
 import time
+
+import pytest_socket
 
 
 def free_port() -> int:
@@ -22,3 +26,17 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
             time.sleep(0.05)
+
+
+@contextmanager
+def loopback_sockets() -> Iterator[None]:
+    """Open sockets while a session or module fixture starts a peer, then guard them again.
+
+    Those fixtures run before the per-test fixture that allows loopback sockets.
+    """
+    guarded = socket.socket
+    pytest_socket.enable_socket()
+    try:
+        yield
+    finally:
+        socket.socket = guarded  # type: ignore[misc]

@@ -2,11 +2,9 @@
 
 import asyncio
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 import json
 from pathlib import Path
-import socket
 import threading
 from typing import Any
 import urllib.request
@@ -17,7 +15,6 @@ from homeassistant.const import CONF_TOKEN, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-import pytest_socket
 
 from custom_components.kitty.const import (
     DEFAULT_CONVERSATION_NAME,
@@ -38,6 +35,7 @@ from kittyai.contract.routing import (
     TierLatency,
 )
 from tests.helpers.fake_llm import FakeLLMServer, FakeOllama, FakeOpenAI
+from tests.helpers.net import loopback_sockets
 from tests.helpers.services import ServiceProcess
 
 OPENAI_KEY = "sk-test-agent-0123456789"
@@ -188,17 +186,6 @@ def kitty_agent_entry(
             }
         ],
     )
-
-
-@contextmanager
-def loopback_sockets() -> Iterator[None]:
-    """Open sockets for a module fixture's start: they run before the per-test guard opens."""
-    guarded = socket.socket
-    pytest_socket.enable_socket()
-    try:
-        yield
-    finally:
-        socket.socket = guarded  # type: ignore[misc]
 
 
 def served[F: FakeLLMServer](fake: F) -> Iterator[F]:

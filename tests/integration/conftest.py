@@ -1,8 +1,8 @@
-"""Fixtures of the integration tests: real routers, a real broker, HA's real MQTT."""
+"""Fixtures of the integration tests: real routers, printers, a real broker, HA's real MQTT."""
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-import socket
+import time
 
 from aiohttp import web
 from homeassistant.components import mqtt
@@ -11,13 +11,14 @@ from homeassistant.core import DOMAIN as HOMEASSISTANT_DOMAIN, HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-import pytest_socket
 
 from custom_components.kitty.const import DOMAIN
 from kittyai.catalog import ServiceName
 from tests.helpers.broker import MosquittoBroker
 from tests.helpers.fake_llm import FakeOllama, FakeOpenAI
-from tests.helpers.net import free_port
+from tests.helpers.moonraker import MoonrakerServer
+from tests.helpers.net import free_port, loopback_sockets
+from tests.helpers.octoprint import OctoPrintServer
 from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
     OPENAI_KEY,
@@ -35,15 +36,9 @@ async def core(hass: HomeAssistant, enable_custom_integrations: None) -> None:
 
 
 def _run_router(workdir: Path, token: str) -> Iterator[ServiceProcess]:
-    # Module fixtures run before the per-test fixture that opens loopback sockets,
-    # so open them for the start (which polls /health), then put the guard back.
-    guarded = socket.socket
-    pytest_socket.enable_socket()
-    try:
+    with loopback_sockets():
         process = ServiceProcess(ServiceName.ROUTER, workdir, mqtt_port=None, token=token)
         process.start()
-    finally:
-        socket.socket = guarded  # type: ignore[misc]
     yield process
     process.stop()
 
@@ -144,3 +139,98 @@ def fresh_models(ollama: FakeOllama, openai: FakeOpenAI) -> None:
     for fake in (ollama, openai):
         fake.requests.clear()
         fake.respond_with(None)
+
+
+@pytest.fixture(scope="module")
+def octoprint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OctoPrintServer]:
+    """A real OctoPrint with its Virtual Printer connected, shared by a module's tests."""
+    with loopback_sockets():
+        server = OctoPrintServer(tmp_path_factory.mktemp("octoprint"))
+        server.start()
+    try:
+        with loopback_sockets():
+            server.connect_virtual_printer()
+            _wait_for_temperatures(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def idle_octoprint(octoprint: OctoPrintServer) -> Iterator[OctoPrintServer]:
+    """The module's OctoPrint, left idle and connected after the test, whatever it did."""
+    yield octoprint
+    state = octoprint.request("GET", "/api/job")["state"]
+    if state in ("Offline", "Closed"):
+        octoprint.connect_virtual_printer()
+    elif state != "Operational":
+        octoprint.request("POST", "/api/job", {"command": "cancel"})
+        deadline = time.monotonic() + 15
+        while octoprint.request("GET", "/api/job")["state"] != "Operational":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"OctoPrint did not cancel the job:\n{octoprint.log()}")
+            time.sleep(0.1)
+    _wait_for_temperatures(octoprint)
+
+
+def _wait_for_temperatures(server: OctoPrintServer, timeout: float = 15.0) -> None:
+    """Wait until OctoPrint has read the printer's heaters, which it does every few seconds."""
+    deadline = time.monotonic() + timeout
+    while server.request("GET", "/api/printer").get("temperature", {}).get("tool0") is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"OctoPrint reported no temperatures:\n{server.log()}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def moonraker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoonrakerServer]:
+    """A real Moonraker with a real, paced Klippy that wants its API key; one per module."""
+    with loopback_sockets():
+        server = MoonrakerServer(
+            tmp_path_factory.mktemp("moonraker"), api_key_required=True, with_klippy=True
+        )
+        server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class FrameCamera:
+    """A webcam on 127.0.0.1 that answers each snapshot request with the next frame."""
+
+    def __init__(self) -> None:
+        """Serve nothing until `frames` is set."""
+        self.frames: list[bytes] = []
+        # Requests answered with HTTP 500 before the frames start, as a camera that is down.
+        self.fail_first = 0
+        self.requests = 0
+        self.url = ""
+
+    @property
+    def served(self) -> int:
+        """Return how many frames were sent."""
+        return max(0, self.requests - self.fail_first)
+
+    async def snapshot(self, _: web.Request) -> web.Response:
+        """Answer with the next frame; the last one again once all were sent."""
+        self.requests += 1
+        if self.requests <= self.fail_first:
+            return web.Response(status=500, text="camera down")
+        index = min(self.served - 1, len(self.frames) - 1)
+        return web.Response(body=self.frames[index], content_type="image/jpeg")
+
+
+@pytest.fixture
+async def frame_camera() -> AsyncIterator[FrameCamera]:
+    """Run a camera that serves a synthetic frame sequence; its URL is `snapshot_url`."""
+    camera = FrameCamera()
+    app = web.Application()
+    app.router.add_get("/snapshot", camera.snapshot)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    camera.url = f"http://127.0.0.1:{port}/snapshot"
+    yield camera
+    await runner.cleanup()

@@ -36,10 +36,16 @@ async def test_listed_and_usable_without_an_entry(hass: HomeAssistant) -> None:
     assert kitty.name == "KITTY"
 
     instance = await llm.async_get_api(hass, DOMAIN, llm_context())
-    assert [tool.name for tool in instance.tools] == ["GetRoutingStats"]
-    [tool] = instance.tools
+    assert [tool.name for tool in instance.tools] == [
+        "GetRoutingStats",
+        "GetPrinterStatus",
+        "StartPrint",
+        "PausePrint",
+        "ResumePrint",
+        "CancelPrint",
+    ]
     # Remote mode will only allow tools that read.
-    assert tool.annotations.read_only
+    assert instance.tools[0].annotations.read_only
     assert "never instructions" in instance.api_prompt
 
     result = await instance.async_call_tool(GET_ROUTING_STATS)

@@ -15,7 +15,6 @@ import traceback
 
 import aiohttp
 import pytest
-import pytest_socket
 
 from kittyai.printers.base import (
     PrinterAuthError,
@@ -30,24 +29,10 @@ from kittyai.printers.base import (
 from kittyai.printers.moonraker import MoonrakerClient
 from tests.helpers.gcode import write_klippy_gcode
 from tests.helpers.moonraker import SNAPSHOT_PATH, STREAM_PATH, MoonrakerServer
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, loopback_sockets
 from tests.lib.waiting import wait_until
 
 WRONG_KEY = "0123456789abcdef0123456789abcdef"
-
-
-@contextmanager
-def loopback_sockets() -> Iterator[None]:
-    """Open sockets for a module fixture's start, then put pytest-socket's guard back.
-
-    Module fixtures run before the per-test fixture that allows loopback sockets.
-    """
-    guarded = socket.socket
-    pytest_socket.enable_socket()
-    try:
-        yield
-    finally:
-        socket.socket = guarded  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,10 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 import re
-import socket
 import time
 
 import aiohttp
 import pytest
-import pytest_socket
 
 from kittyai.printers.base import (
     PrinterAuthError,
@@ -32,20 +30,16 @@ from kittyai.printers.octoprint import (
     request_app_key,
 )
 from tests.helpers.gcode import BED_TARGET_C, NOZZLE_TARGET_C, write_timed_gcode
+from tests.helpers.net import loopback_sockets
 from tests.helpers.octoprint import SNAPSHOT_URL, STREAM_PATH, VIRTUAL_PORT, OctoPrintServer
 
 
 @pytest.fixture(scope="module")
 def octoprint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OctoPrintServer]:
     """Run one real OctoPrint for the module; it is stopped even when tests fail."""
-    # Module fixtures run before the per-test fixture that opens loopback sockets.
-    guarded = socket.socket
-    pytest_socket.enable_socket()
-    try:
+    with loopback_sockets():
         server = OctoPrintServer(tmp_path_factory.mktemp("octoprint"))
         server.start()
-    finally:
-        socket.socket = guarded  # type: ignore[misc]
     try:
         yield server
     finally:
