@@ -48,9 +48,8 @@ INSTRUCTIONS = (
     " or false), confidence (0 to 1, how sure you are) and reason (one short sentence"
     " about what you see)."
 )
-# Phrased as a question about the printer's state: KITTY's router never answers
-# those from its answer cache, which compares the text only and cannot see that
-# every snapshot is a new picture.
+# KITTY's router never answers a turn with an image from its answer cache; the
+# question must not sound like fresh facts either, which go to the search model.
 QUESTION = "Has the print on this 3D printer failed? Here is its camera snapshot."
 
 VERDICT_SCHEMA: dict[str, Any] = {

@@ -146,8 +146,8 @@ class CachePolicy:
 
     exact: bool
     semantic: bool
-    # Why a tier is off: "tool turn", "no question", "live state", "fresh facts: <cue>"
-    # or "follow-up".
+    # Why a tier is off: "tool turn", "image", "no question", "live state",
+    # "fresh facts: <cue>" or "follow-up".
     reason: str | None = None
 
 
@@ -193,29 +193,39 @@ def context_fingerprint(messages: list[Message], tools: list[dict[str, Any]] | N
 def cache_policy(messages: list[Message]) -> CachePolicy:
     """Return which cache tiers may answer, or learn from, this conversation.
 
-    Nothing is cached for tool turns, live-state questions or fresh facts; the
-    semantic tier only serves a lone user question, since a follow-up's meaning
+    Nothing is cached for tool turns, images, live-state questions or fresh facts;
+    the semantic tier only serves a lone user question, since a follow-up's meaning
     depends on the turns before it.
     """
+    if reason := _never_cached(messages):
+        return CachePolicy(exact=False, semantic=False, reason=reason)
+    if sum(message.get("role") == "user" for message in messages) > 1:
+        return CachePolicy(exact=True, semantic=False, reason="follow-up")
+    return CachePolicy(exact=True, semantic=True)
+
+
+def _never_cached(messages: list[Message]) -> str | None:
+    """Return why no cache tier may see this conversation, or None."""
     if any(
         message.get("role") == "tool"
         or (message.get("role") == "assistant" and message.get("tool_calls"))
         for message in messages
     ):
-        return CachePolicy(exact=False, semantic=False, reason="tool turn")
+        return "tool turn"
+    # The cache compares text: the same question about another picture is another turn.
+    if any(_has_image(message) for message in messages):
+        return "image"
     user_texts = [message_text(message) for message in messages if message.get("role") == "user"]
     if not user_texts:
-        return CachePolicy(exact=False, semantic=False, reason="no question")
+        return "no question"
     # Every user turn counts: "and the garage?" after "is the door locked?" asks
     # about state too, and a repeat of the whole exchange must not be served.
     if any(is_live_state(text) for text in user_texts):
-        return CachePolicy(exact=False, semantic=False, reason="live state")
+        return "live state"
     for text in reversed(user_texts):
         if cue := freshness_cue(text):
-            return CachePolicy(exact=False, semantic=False, reason=f"fresh facts: {cue}")
-    if len(user_texts) > 1:
-        return CachePolicy(exact=True, semantic=False, reason="follow-up")
-    return CachePolicy(exact=True, semantic=True)
+            return f"fresh facts: {cue}"
+    return None
 
 
 def message_text(message: Message) -> str:
@@ -230,6 +240,14 @@ def message_text(message: Message) -> str:
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
+
+
+def _has_image(message: Message) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") in {"image_url", "input_image", "image"}
+        for part in content
+    )
 
 
 def _tool_names(tools: Iterable[dict[str, Any]]) -> Iterable[str]:

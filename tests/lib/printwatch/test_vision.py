@@ -94,15 +94,16 @@ async def test_the_default_profile_keeps_snapshots_in_the_house(
     assert requests[0].body["model"] == "kitty-local"
 
 
-def test_the_router_never_answers_a_snapshot_from_its_cache() -> None:
-    # The cache compares text only; every snapshot asks the same question.
-    messages = [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}]
+async def test_the_router_never_answers_a_snapshot_from_its_cache(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Every snapshot asks the same words: the picture is what differs.
+    _, requests = await score_with(session, verdict(False, 0.9))
 
-    policy = cache_policy(messages)
+    policy = cache_policy(requests[0].body["messages"])
 
-    assert not policy.exact
-    assert not policy.semantic
-    # Nor does it take the question for fresh facts, which go to a search model.
+    assert (policy.exact, policy.semantic, policy.reason) == (False, False, "image")
+    # Nor does the router take the question for fresh facts, which go to a search model.
     assert freshness_cue(QUESTION) is None
 
 

@@ -293,6 +293,67 @@ async def test_ollama_request_translation(vendor: Vendor) -> None:
     assert "logprobs" not in sent
 
 
+SNAPSHOT = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Is this print failing?"},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+            {"type": "image_url", "image_url": {"url": "https://cam.local/snapshot.jpg"}},
+        ],
+    }
+]
+
+
+@vendors("ollama")
+async def test_ollama_gets_images_as_base64(vendor: Vendor) -> None:
+    """Ollama takes a message's images as base64 beside its text; it cannot fetch a URL."""
+    await vendor.backend.complete(ChatRequest(messages=SNAPSHOT))
+
+    assert body(vendor.fake)["messages"] == [
+        {"role": "user", "content": "Is this print failing?", "images": ["/9j/4AAQ"]}
+    ]
+
+
+@vendors("anthropic")
+async def test_anthropic_gets_images_as_image_blocks(vendor: Vendor) -> None:
+    """Anthropic gets base64 images with their media type, and URLs it fetches itself."""
+    await vendor.backend.complete(ChatRequest(messages=SNAPSHOT))
+
+    assert vendor.fake.requests[0].body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"},
+                },
+                {
+                    "type": "image",
+                    "source": {"type": "url", "url": "https://cam.local/snapshot.jpg"},
+                },
+                {"type": "text", "text": "Is this print failing?"},
+            ],
+        }
+    ]
+
+
+@vendors("responses")
+async def test_responses_get_images_as_input_images(vendor: Vendor) -> None:
+    await vendor.backend.complete(ChatRequest(messages=SNAPSHOT))
+
+    assert body(vendor.fake)["input"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "Is this print failing?"},
+                {"type": "input_image", "image_url": "data:image/jpeg;base64,/9j/4AAQ"},
+                {"type": "input_image", "image_url": "https://cam.local/snapshot.jpg"},
+            ],
+        }
+    ]
+
+
 @vendors("openai", "llamacpp")
 async def test_chat_completions_request_translation(vendor: Vendor) -> None:
     request = ChatRequest(

@@ -274,6 +274,20 @@ def test_tool_turns_are_never_cached(messages: list[dict]) -> None:
     assert cache_policy(messages) == CachePolicy(exact=False, semantic=False, reason="tool turn")
 
 
+def test_a_question_about_a_picture_is_never_cached() -> None:
+    """The same words about the next camera snapshot ask about another picture."""
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "How to dry PETG?"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}},
+            ],
+        }
+    ]
+    assert cache_policy(messages) == CachePolicy(exact=False, semantic=False, reason="image")
+
+
 def test_a_conversation_without_a_question_is_not_cached() -> None:
     assert cache_policy([system()]) == CachePolicy(
         exact=False, semantic=False, reason="no question"

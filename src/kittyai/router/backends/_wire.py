@@ -6,6 +6,7 @@ API key is scrubbed from anything that ends up in an exception.
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 import json
@@ -181,6 +182,35 @@ def text_of(content: Any) -> str:
         for part in content
         if isinstance(part, dict) and part.get("type") in {"text", "input_text", "output_text"}
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image part of an OpenAI message: base64 data from a data URI, or a URL."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+def images_of(content: Any) -> list[Image]:
+    """Return the `image_url` parts of an OpenAI message content, in order."""
+    if not isinstance(content, list):
+        return []
+    images = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "image_url":
+            continue
+        image_url = part.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, dict) else image_url
+        if not isinstance(url, str):
+            continue
+        header, comma, data = url.partition(",")
+        if url.startswith("data:") and comma and header.endswith(";base64"):
+            images.append(Image(media_type=header[5:].removesuffix(";base64"), data=data))
+        else:
+            images.append(Image(url=url))
+    return images
 
 
 def arguments_of(arguments: Any) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from kittyai.contract.routing import TokenUsage
 from kittyai.router.backends._wire import (
     MID_STREAM_ERROR_STATUS,
     HttpBackend,
+    Image,
     arguments_of,
+    images_of,
     text_of,
 )
 from kittyai.router.backends.base import BackendError, BackendReply, ChatRequest, Message, ToolCall
@@ -178,8 +180,10 @@ def _messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
         if role in {"system", "developer"}:
             system.append(text)
             continue
+        blocks = [_image_block(image) for image in images_of(message.get("content"))]
         # Anthropic refuses empty text blocks.
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        if text:
+            blocks.append({"type": "text", "text": text})
         if role == "tool":
             role = "user"
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message["tool_call_id"]}
@@ -219,3 +223,13 @@ def _tool_choice(tool_choice: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(tool_choice, dict):
         return {"type": "tool", "name": tool_choice["function"]["name"]}
     return TOOL_CHOICES.get(tool_choice, {"type": "auto"})
+
+
+def _image_block(image: Image) -> dict[str, Any]:
+    """Return an image as an Anthropic `image` block: base64 data, or a URL it fetches."""
+    if image.data is not None:
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": image.media_type, "data": image.data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": image.url}}

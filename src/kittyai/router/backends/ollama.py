@@ -14,6 +14,7 @@ from kittyai.router.backends._wire import (
     MID_STREAM_ERROR_STATUS,
     HttpBackend,
     arguments_of,
+    images_of,
     text_of,
     token_logprobs,
 )
@@ -139,6 +140,9 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
     for message in messages:
         role = "system" if message["role"] == "developer" else message["role"]
         ollama_message: dict[str, Any] = {"role": role, "content": text_of(message.get("content"))}
+        # Ollama takes images as base64 beside the text; it cannot fetch a URL.
+        if images := [image.data for image in images_of(message.get("content")) if image.data]:
+            ollama_message["images"] = images
         if calls := message.get("tool_calls"):
             ollama_message["tool_calls"] = [
                 {

@@ -9,6 +9,7 @@ from kittyai.router.backends._wire import (
     MID_STREAM_ERROR_STATUS,
     HttpBackend,
     error_message,
+    images_of,
     text_of,
     token_logprobs,
 )
@@ -375,7 +376,18 @@ def _responses_input(messages: list[Message]) -> tuple[str, list[dict[str, Any]]
                 {"type": "function_call_output", "call_id": message["tool_call_id"], "output": text}
             )
         else:
-            if text or role == "user":
+            images = images_of(message.get("content"))
+            if images and role == "user":
+                parts = [{"type": "input_text", "text": text}] if text else []
+                parts += [
+                    {
+                        "type": "input_image",
+                        "image_url": image.url or f"data:{image.media_type};base64,{image.data}",
+                    }
+                    for image in images
+                ]
+                items.append({"role": role, "content": parts})
+            elif text or role == "user":
                 items.append({"role": role, "content": text})
             items.extend(
                 {
