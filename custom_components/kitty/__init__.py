@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 import logging
+from types import MappingProxyType
 
 from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 from homeassistant.const import CONF_TOKEN, CONF_URL, Platform
@@ -135,7 +136,7 @@ async def async_migrate_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> b
         hass.config_entries.async_add_subentry(
             entry,
             ConfigSubentry(
-                data=dict(DEFAULT_CONVERSATION_OPTIONS),
+                data=MappingProxyType(dict(DEFAULT_CONVERSATION_OPTIONS)),
                 subentry_type=SUBENTRY_CONVERSATION,
                 title=DEFAULT_CONVERSATION_NAME,
                 unique_id=None,

@@ -162,7 +162,7 @@ def freshness_cue(text: str) -> str | None:
         return _SPACES.sub(" ", match.group(match.lastindex or 0).lower())
     for year in _YEAR.findall(text):
         if int(year) >= FIRST_FRESH_YEAR:
-            return year
+            return str(year)
     return None
 
 

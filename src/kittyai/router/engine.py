@@ -595,7 +595,7 @@ _NOTICED = frozenset(
 def _retry_delay(err: BackendError, attempt: int) -> float:
     if err.retry_after is not None:
         return min(err.retry_after, MAX_RETRY_DELAY)
-    return min(RETRY_BASE_DELAY * 2**attempt, MAX_RETRY_DELAY)
+    return min(RETRY_BASE_DELAY * 2.0**attempt, MAX_RETRY_DELAY)
 
 
 def _last_user_text(messages: Sequence[dict[str, object]]) -> str:

@@ -243,7 +243,7 @@ def _sum_cost(connection: sqlite3.Connection, since_us: int, backend: str | None
             "backend": backend,
         },
     ).fetchone()
-    return spent
+    return float(spent)
 
 
 def _select_summaries(connection: sqlite3.Connection, since_us: int) -> list[DecisionSummary]:

@@ -4,7 +4,7 @@ Every vendor's error body is read for its message, `Retry-After` is honoured, an
 API key is scrubbed from anything that ends up in an exception.
 """
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,7 +74,7 @@ class HttpBackend:
             raise self._connection_error(err) from None
         return self._decode(raw)
 
-    async def _post_lines(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
+    async def _post_lines(self, path: str, body: dict[str, Any]) -> AsyncGenerator[str]:
         """POST `body` and yield the answer's lines as they arrive.
 
         `options.timeout` bounds the wait for each piece of the answer, not the whole
@@ -99,7 +99,7 @@ class HttpBackend:
         except aiohttp.ClientError as err:
             raise self._connection_error(err) from None
 
-    async def _post_events(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
+    async def _post_events(self, path: str, body: dict[str, Any]) -> AsyncGenerator[str]:
         """POST `body` and yield the data of each server-sent event of the answer.
 
         Event names are left out: every vendor repeats them as `type` in the data.

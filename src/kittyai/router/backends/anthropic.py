@@ -115,7 +115,9 @@ class AnthropicBackend(HttpBackend):
                         error = payload.get("error") or {}
                         raise self._error(
                             error.get("message") or "the stream failed",
-                            status=ERROR_STATUSES.get(error.get("type"), MID_STREAM_ERROR_STATUS),
+                            status=ERROR_STATUSES.get(
+                                str(error.get("type")), MID_STREAM_ERROR_STATUS
+                            ),
                         )
         raise self._error("the stream ended before the answer did")
 
