@@ -28,7 +28,7 @@ from .memory import ConversationMemory
 from .print_monitor import MonitorSettings, PrintMonitor
 from .printer_coordinator import PrinterCoordinator
 from .remote_mode import RemoteMode
-from .scenes import PrinterScenes
+from .scenes import PrinterScenes, SceneStore
 from .services import async_setup_services
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,8 +104,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
         for subentry_id, printer in printers.items()
         if MonitorSettings.of(printer.subentry.data).watch
     }
+    scene_store = await SceneStore.async_load(hass, entry)
     scenes = {
-        subentry_id: PrinterScenes(hass, entry, printer)
+        subentry_id: PrinterScenes(hass, entry, printer, scene_store)
         for subentry_id, printer in printers.items()
     }
     entry.runtime_data = KittyRuntimeData(
@@ -148,8 +149,9 @@ async def async_migrate_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> b
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> None:
-    """Forget the conversations of a removed entry."""
+    """Forget the conversations and the printers' pending switch-offs of a removed entry."""
     await ConversationMemory.async_remove(hass, entry.entry_id)
+    await SceneStore.async_remove(hass, entry.entry_id)
 
 
 async def _async_update_listener(hass: HomeAssistant, entry: KittyConfigEntry) -> None:

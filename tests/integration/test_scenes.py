@@ -3,11 +3,12 @@
 The fume extractor and the smart plug are template switches over input booleans;
 the scenes are a real scene and real scripts that turn input booleans on. The
 Virtual Printer runs its jobs and heats its nozzle in real time; only the minutes
-the extractor runs on are skipped by moving Home Assistant's clock.
+the extractor runs on are skipped by moving Home Assistant's clock (or, for minutes
+that pass while KITTY is not loaded, by moving the switch-off's stored time back).
 """
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from custom_components.kitty.const import (
     CONF_START_SCENES,
     CONF_WATCH,
     DEFAULT_PLUG_TEMPERATURE,
+    DOMAIN,
     SECTION_MONITOR,
     SECTION_SCENES,
 )
@@ -98,15 +100,6 @@ async def shop(hass: HomeAssistant) -> None:
 
 
 @pytest.fixture
-def prints(hass: HomeAssistant, tmp_path: Path) -> Path:
-    """A folder of G-code files that Home Assistant may read."""
-    folder = tmp_path / "prints"
-    folder.mkdir()
-    hass.config.allowlist_external_dirs = {str(folder)}
-    return folder
-
-
-@pytest.fixture
 async def printer(
     hass: HomeAssistant,
     router: ServiceProcess,
@@ -146,6 +139,29 @@ def is_on(hass: HomeAssistant, entity_id: str) -> bool:
 def nozzle(hass: HomeAssistant, printer: PrinterCoordinator) -> float:
     """Return the nozzle temperature KITTY shows."""
     return float(state(hass, printer, "sensor", "nozzle_temperature"))
+
+
+async def finish_job(hass: HomeAssistant, printer: PrinterCoordinator, path: Path) -> None:
+    """Print a short job, written to `path`, to its end: extractor on, nozzle still hot."""
+    gcode = write_timed_gcode(path, 8, nozzle_c=HOT_NOZZLE_C, heaters=True)
+    await call(hass, "start_print", {ATTR_DEVICE_ID: printer.device_id, "file": str(gcode)})
+    await wait_for(
+        hass,
+        lambda: state(hass, printer, "sensor", "state") == "complete",
+        "the job to finish",
+        within=40,
+    )
+    await hass.async_block_till_done()
+    assert is_on(hass, "switch.extractor")
+    assert is_on(hass, "switch.plug")
+    assert nozzle(hass, printer) >= DEFAULT_PLUG_TEMPERATURE
+
+
+async def reload(hass: HomeAssistant, printer: PrinterCoordinator) -> PrinterCoordinator:
+    """Reload KITTY's entry; return the printer it loads again."""
+    entry = printer.config_entry
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    return await loaded_printer(hass, entry)
 
 
 async def test_a_job_runs_the_shop(
@@ -253,3 +269,71 @@ async def test_start_scene_must_be_a_scene_or_script(
             {ATTR_DEVICE_ID: printer.device_id, "file": str(gcode), "scene": "switch.plug"},
         )
     assert job(idle_octoprint)["state"] == "Operational"
+
+
+async def test_extractor_goes_off_after_a_reload(
+    hass: HomeAssistant,
+    printer: PrinterCoordinator,
+    idle_octoprint: OctoPrintServer,
+    prints: Path,
+) -> None:
+    """A reload of KITTY during the extractor's run-on keeps its switch-off, and its time."""
+    await finish_job(hass, printer, prints / "reload.gcode")
+
+    await reload(hass, printer)
+    await hass.async_block_till_done()
+    assert is_on(hass, "switch.extractor")
+
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(minutes=EXTRACTOR_MINUTES - 1))
+    await hass.async_block_till_done()
+    assert is_on(hass, "switch.extractor")
+    async_fire_time_changed(hass, dt_util.utcnow() + EXTRACTOR_RUN_ON)
+    await hass.async_block_till_done()
+    assert hass.states.get("switch.extractor").state == STATE_OFF
+
+
+async def test_extractor_due_while_away_goes_off_at_start(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    printer: PrinterCoordinator,
+    idle_octoprint: OctoPrintServer,
+    prints: Path,
+) -> None:
+    """A switch-off whose time passed while KITTY was not loaded happens as KITTY starts."""
+    entry = printer.config_entry
+    await finish_job(hass, printer, prints / "away.gcode")
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    # The run-on's minutes pass while KITTY is away.
+    [stored] = hass_storage[f"{DOMAIN}.{entry.entry_id}.scenes"]["data"].values()
+    off_at = datetime.fromisoformat(stored["extractor_off_at"])
+    assert off_at > dt_util.utcnow()
+    stored["extractor_off_at"] = (off_at - EXTRACTOR_RUN_ON).isoformat()
+    await hass.async_block_till_done()
+    assert is_on(hass, "switch.extractor")
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await loaded_printer(hass, entry)
+    await hass.async_block_till_done()
+    assert hass.states.get("switch.extractor").state == STATE_OFF
+
+
+async def test_armed_plug_goes_off_after_a_reload(
+    hass: HomeAssistant,
+    printer: PrinterCoordinator,
+    idle_octoprint: OctoPrintServer,
+    prints: Path,
+) -> None:
+    """A reload of KITTY while a finished job's nozzle cools still turns the plug off."""
+    await finish_job(hass, printer, prints / "plug.gcode")
+
+    printer = await reload(hass, printer)
+    for _ in range(120):
+        await printer.async_refresh()
+        await hass.async_block_till_done()
+        if not is_on(hass, "switch.plug"):
+            break
+        assert nozzle(hass, printer) >= DEFAULT_PLUG_TEMPERATURE
+        await asyncio.sleep(0.25)
+    assert not is_on(hass, "switch.plug"), "the plug stayed on"
+    assert nozzle(hass, printer) < DEFAULT_PLUG_TEMPERATURE
