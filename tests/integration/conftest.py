@@ -25,6 +25,7 @@ from tests.integration.common import (
     agent_router_options,
     run_router,
     served,
+    set_up_kitty,
     wait_for,
 )
 
@@ -234,3 +235,20 @@ async def frame_camera() -> AsyncIterator[FrameCamera]:
     camera.url = f"http://127.0.0.1:{port}/snapshot"
     yield camera
     await runner.cleanup()
+
+
+@pytest.fixture
+def prints(hass: HomeAssistant, tmp_path: Path) -> Path:
+    """A folder of G-code files that Home Assistant may read."""
+    folder = tmp_path / "prints"
+    folder.mkdir()
+    hass.config.allowlist_external_dirs = {str(folder)}
+    return folder
+
+
+@pytest.fixture
+async def kitty(
+    hass: HomeAssistant, router: ServiceProcess, mqtt_entry: MockConfigEntry
+) -> MockConfigEntry:
+    """A loaded KITTY entry without printers."""
+    return await set_up_kitty(hass, router)

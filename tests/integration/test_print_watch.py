@@ -42,8 +42,7 @@ from kittyai.printwatch import DEFAULT_INTERVAL_S, WatchSettings
 from tests.helpers.frames import WARMUP_FRAMES, Scenario, generate
 from tests.helpers.gcode import write_timed_gcode
 from tests.helpers.octoprint import SNAPSHOT_URL, STREAM_PATH, OctoPrintServer
-from tests.helpers.services import ServiceProcess
-from tests.integration.common import set_up_kitty, wait_for
+from tests.integration.common import wait_for
 from tests.integration.conftest import FrameCamera
 from tests.integration.test_printer_octoprint import (
     call,
@@ -65,28 +64,11 @@ JOB_SECONDS = 300
 
 
 @pytest.fixture
-def prints(hass: HomeAssistant, tmp_path: Path) -> Path:
-    """A folder of G-code files that Home Assistant may read."""
-    folder = tmp_path / "prints"
-    folder.mkdir()
-    hass.config.allowlist_external_dirs = {str(folder)}
-    return folder
-
-
-@pytest.fixture
 def media(hass: HomeAssistant, tmp_path: Path) -> Path:
     """Home Assistant's media folder, where the evidence goes."""
     folder = tmp_path / "media"
     hass.config.media_dirs = {"local": str(folder)}
     return folder
-
-
-@pytest.fixture
-async def kitty(
-    hass: HomeAssistant, router: ServiceProcess, mqtt_entry: MockConfigEntry
-) -> MockConfigEntry:
-    """A loaded KITTY entry without printers."""
-    return await set_up_kitty(hass, router)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from tests.helpers.gcode import (
 )
 from tests.helpers.moonraker import SNAPSHOT_PATH, STREAM_PATH, MoonrakerServer
 from tests.helpers.services import ServiceProcess
-from tests.integration.common import kitty_entry, set_up_kitty, wait_for
+from tests.integration.common import kitty_entry, wait_for
 
 EN: dict[str, Any] = json.loads(
     (Path(__file__).parents[2] / "custom_components/kitty/translations/en.json").read_text()
@@ -99,14 +99,6 @@ async def pushed(hass: HomeAssistant, printer: PrinterCoordinator, wanted: str) 
         f"{wanted} to be pushed",
         within=PUSHED_WITHIN_S,
     )
-
-
-@pytest.fixture
-async def kitty(
-    hass: HomeAssistant, router: ServiceProcess, mqtt_entry: MockConfigEntry
-) -> MockConfigEntry:
-    """A loaded KITTY entry without printers."""
-    return await set_up_kitty(hass, router)
 
 
 @pytest.fixture

@@ -56,8 +56,7 @@ from kittyai.printers.octoprint import OctoPrintClient
 from tests.helpers.gcode import BED_TARGET_C, NOZZLE_TARGET_C, write_timed_gcode
 from tests.helpers.net import free_port
 from tests.helpers.octoprint import SNAPSHOT_URL, STREAM_PATH, OctoPrintServer
-from tests.helpers.services import ServiceProcess
-from tests.integration.common import set_up_kitty, wait_for
+from tests.integration.common import wait_for
 
 EN: dict[str, Any] = json.loads(
     (Path(__file__).parents[2] / "custom_components/kitty/translations/en.json").read_text()
@@ -174,23 +173,6 @@ async def call_tool(hass: HomeAssistant, name: str, **args: Any) -> llm.ToolResu
 
 
 # -- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def prints(hass: HomeAssistant, tmp_path: Path) -> Path:
-    """A folder of G-code files that Home Assistant may read."""
-    folder = tmp_path / "prints"
-    folder.mkdir()
-    hass.config.allowlist_external_dirs = {str(folder)}
-    return folder
-
-
-@pytest.fixture
-async def kitty(
-    hass: HomeAssistant, router: ServiceProcess, mqtt_entry: MockConfigEntry
-) -> MockConfigEntry:
-    """A loaded KITTY entry without printers."""
-    return await set_up_kitty(hass, router)
 
 
 @pytest.fixture
