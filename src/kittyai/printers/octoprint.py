@@ -125,11 +125,13 @@ class OctoPrintClient(PrinterClient):
 
     async def status(self) -> PrinterStatus:
         """Return the printer's status now; `DISCONNECTED` while OctoPrint has no printer."""
-        job = await self._get("api/job")
         # 409: OctoPrint has no operational printer; the job's state text says why.
         printer = await self._call(
             "GET", "api/printer", accept=(HTTPStatus.OK, HTTPStatus.CONFLICT)
         )
+        # Read second: a job that ends between the two reads then shows as complete
+        # (flags printing, or progress 100), never as an idle printer at 95 %.
+        job = await self._get("api/job")
         text = job.get("state") or None
         error = job.get("error") or None
         message = f"{text}: {error}" if text and error and error not in text else text
