@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 from tests.helpers.net import free_port, wait_for_port
+from tests.helpers.processes import terminate
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -44,12 +45,7 @@ class MosquittoBroker:
         """Stop the broker; retained messages are gone with it."""
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        terminate(self._process, timeout=10)
         self._process = None
 
     def restart(self) -> None:

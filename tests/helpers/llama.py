@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 from tests.helpers.net import free_port
+from tests.helpers.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 LLM_VENV = Path(os.environ.get("KITTY_LLM_VENV", ROOT / ".venv-llm"))
@@ -93,12 +94,7 @@ class LlamaServer:
         """Stop the server, killing it if it does not exit in time."""
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        terminate(self._process, timeout=15)
         self._process = None
 
     def log(self) -> str:
