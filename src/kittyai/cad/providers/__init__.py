@@ -1,0 +1,1 @@
+"""The providers that turn a CAD request into geometry."""
