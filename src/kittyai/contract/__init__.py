@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kittyai.catalog import ServiceName
+from kittyai.contract.cad import CadJobEvent
 from kittyai.contract.routing import RouterStats, RoutingDecision
 
 CONTRACT_VERSION = 1
@@ -101,7 +102,19 @@ ROUTER_DECISION = TopicSpec(
     description="One event per routed turn.",
 )
 
-TOPICS: tuple[TopicSpec, ...] = (AVAILABILITY, INFO, ROUTER_STATS, ROUTER_DECISION)
+CAD_JOB = TopicSpec(
+    name="cad_job",
+    pattern=TOPIC_ROOT + "/cad/job",
+    qos=1,
+    retain=False,
+    payload=CadJobEvent,
+    description=(
+        "One event per change of a CAD job: queued, running (with progress), done (with"
+        " the artifact ids) or failed (with the reason)."
+    ),
+)
+
+TOPICS: tuple[TopicSpec, ...] = (AVAILABILITY, INFO, ROUTER_STATS, ROUTER_DECISION, CAD_JOB)
 
 
 def service_from_topic(topic: str) -> ServiceName | None:
