@@ -4,8 +4,9 @@
 Mosquitto, the local model (llama-cpp-python's server running Gemma 3 270M, the
 router's default backend), the four KITTY services as plain processes and Home
 Assistant with `custom_components/kitty` loaded, onboards HA, creates the MQTT and
-KITTY config entries through HA's own config flows, prints the URL and credentials,
-and stops everything it started on Ctrl-C.
+KITTY config entries through HA's own config flows, connects the CAD service in
+KITTY's options (the CAD service reads words through the router), prints the URL
+and credentials, and stops everything it started on Ctrl-C.
 
 State lives in one folder (default `.dev/`, or `KITTY_DEV_DIR`); re-running
 reuses it. Ports are chosen on the first run (defaults below, or the
@@ -33,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from kittyai.catalog import SERVICES, ServiceName
+from kittyai.identity import Identity
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -212,14 +214,18 @@ class HomeAssistantSetup:
         """Wait until HA's HTTP API answers."""
 
         await wait_until(
-            lambda: _is_ok(self._session, f"{self._url}/api/onboarding"),
+            lambda: _onboarding_answers(self._session, f"{self._url}/api/onboarding"),
             "Home Assistant to answer",
         )
 
     async def ensure_onboarded(self) -> None:
         """Onboard HA once (admin user, core config, analytics, integration step)."""
         async with self._session.get(f"{self._url}/api/onboarding") as response:
-            steps = {step["step"]: step["done"] for step in await response.json()}
+            # Once onboarded, HA no longer serves its onboarding API.
+            if response.status == HTTPStatus.NOT_FOUND:
+                steps = {}
+            else:
+                steps = {step["step"]: step["done"] for step in await response.json()}
         if all(steps.values()):
             if not self._credentials_path.exists():
                 raise StackError(
@@ -271,6 +277,22 @@ class HomeAssistantSetup:
         result = await self._post(f"/api/config/config_entries/flow/{flow['flow_id']}", user_input)
         if result.get("type") != "create_entry":
             raise StackError(f"could not set up {domain}: {result.get('errors') or result}")
+
+    async def set_options(self, domain: str, user_input: dict[str, Any]) -> None:
+        """Set the options of the integration's entry through its own options flow.
+
+        Options that did not change leave the entry as it is; new ones reload it.
+        """
+        [entry] = await self._get(f"/api/config/config_entries/entry?domain={domain}")
+        flow = await self._post(
+            "/api/config/config_entries/options/flow", {"handler": entry["entry_id"]}
+        )
+        result = await self._post(
+            f"/api/config/config_entries/options/flow/{flow['flow_id']}", user_input
+        )
+        if result.get("type") != "create_entry":
+            problem = result.get("errors") or result
+            raise StackError(f"could not set the {domain} options: {problem}")
 
     async def wait_entry_loaded(self, domain: str) -> None:
         """Wait until the integration's entry has set up."""
@@ -338,7 +360,8 @@ class DevStack:
 
     def prepare(self) -> StackPorts:
         """Create the folders and config files; return the stack's ports."""
-        for folder in (self.logs, self.ha_config, self.root / "mosquitto"):
+        # HA serves /local/ (KITTY's CAD previews) only from a www folder there at start.
+        for folder in (self.logs, self.ha_config / "www", self.root / "mosquitto"):
             folder.mkdir(parents=True, exist_ok=True)
         if not LLM_GGUF.exists():
             raise StackError(f"{LLM_GGUF} is missing: run scripts/bootstrap")
@@ -388,6 +411,13 @@ class DevStack:
                         "timeout": 120,
                     }
                 ]
+            if name is ServiceName.CAD:
+                # The CAD service reads prompts through the router, like any KITTY client.
+                options["model"] = {
+                    "url": f"http://127.0.0.1:{ports.services[ServiceName.ROUTER]}/v1",
+                    "api_key": self._token(ServiceName.ROUTER),
+                    "model": "kitty-auto",
+                }
             (service_dir / "options.json").write_text(
                 json.dumps(options, indent=2), encoding="utf-8"
             )
@@ -418,6 +448,13 @@ class DevStack:
             log("stopping everything")
             await self.processes.stop_all()
             log("stopped")
+
+    def _token(self, name: ServiceName) -> str:
+        """Return the API token a service keeps in its data folder, made now if new.
+
+        Made before the service first runs, a token can go into another's options.
+        """
+        return Identity.load(self.root / "services" / name / "data", None).api_token
 
     async def _start(self, ports: StackPorts) -> None:
         log(f"starting Mosquitto on 127.0.0.1:{ports.mqtt}")
@@ -480,6 +517,7 @@ class DevStack:
 
         ha_url = f"http://127.0.0.1:{ports.ha}"
         router_url = f"http://127.0.0.1:{ports.services[ServiceName.ROUTER]}"
+        cad_url = f"http://127.0.0.1:{ports.services[ServiceName.CAD]}"
         async with aiohttp.ClientSession() as session:
             llm_models = f"http://127.0.0.1:{ports.llm}/v1/models"
             await wait_until(lambda: _is_ok(session, llm_models), "the local model")
@@ -497,16 +535,18 @@ class DevStack:
                     "other_settings": {"set_client_cert": False, "set_ca_cert": "off"},
                 },
             )
-            router_token = (self.root / "services" / "router" / "data" / "api_token").read_text(
-                encoding="utf-8"
+            router_token = self._token(ServiceName.ROUTER)
+            await ha.ensure_entry("kitty", {"url": router_url, "token": router_token})
+            await ha.wait_entry_loaded("kitty")
+            await ha.set_options(
+                "kitty", {"cad": {"url": cad_url, "token": self._token(ServiceName.CAD)}}
             )
-            await ha.ensure_entry("kitty", {"url": router_url, "token": router_token.strip()})
             await ha.wait_entry_loaded("kitty")
         log("")
         log(f"KITTY is running: {ha_url}")
         log(f"  user: {USERNAME}  password: {ha.credentials['password']}")
         log(f"  long-lived token and password: {self.credentials_path}")
-        log(f"  router API: {router_url}  logs: {self.logs}")
+        log(f"  router API: {router_url}  CAD API: {cad_url}  logs: {self.logs}")
         log(f"  local model: http://127.0.0.1:{ports.llm}/v1 ({LLM_MODEL})")
         log("Press Ctrl-C to stop everything.")
 
@@ -514,6 +554,12 @@ class DevStack:
 async def _is_ok(session: aiohttp.ClientSession, url: str) -> bool:
     async with session.get(url) as response:
         return response.status == HTTPStatus.OK
+
+
+async def _onboarding_answers(session: aiohttp.ClientSession, url: str) -> bool:
+    """Return whether HA answers its onboarding API: with the steps, or 404 once onboarded."""
+    async with session.get(url) as response:
+        return response.status in (HTTPStatus.OK, HTTPStatus.NOT_FOUND)
 
 
 def main() -> int:

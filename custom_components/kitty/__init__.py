@@ -12,9 +12,11 @@ from homeassistant.helpers import config_validation as cv, llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
+from kittyai.cad_client import CadClient
 from kittyai.client import KittyAuthError, KittyClient, KittyError
 from kittyai.contract import ServiceInfo
 
+from .cad import LatestPartCoordinator, cad_client
 from .const import (
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_CONVERSATION_OPTIONS,
@@ -35,10 +37,12 @@ _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS: list[Platform] = [
+    Platform.AI_TASK,
     Platform.BINARY_SENSOR,
     Platform.BUTTON,
     Platform.CAMERA,
     Platform.CONVERSATION,
+    Platform.IMAGE,
     Platform.SENSOR,
     Platform.SWITCH,
 ]
@@ -57,7 +61,14 @@ class KittyRuntimeData:
     monitors: dict[str, PrintMonitor]
     # The shop scenes of every printer, by its subentry id.
     scenes: dict[str, PrinterScenes]
+    # The newest part of the CAD service the entry's options name; None without one.
+    latest_part: LatestPartCoordinator | None = None
     remote_mode: RemoteMode = field(default_factory=RemoteMode)
+
+    @property
+    def cad(self) -> CadClient | None:
+        """Return the client of the entry's CAD service; None without one."""
+        return self.latest_part.client if self.latest_part is not None else None
 
 
 type KittyConfigEntry = ConfigEntry[KittyRuntimeData]
@@ -71,7 +82,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
-    """Connect to the KITTY router, follow the services over MQTT, and reach the printers."""
+    """Connect to the KITTY router, follow the services over MQTT, reach printers and CAD."""
     url: str = entry.data[CONF_URL]
     client = KittyClient(async_get_clientsession(hass), url, entry.data[CONF_TOKEN])
     try:
@@ -109,14 +120,19 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
         subentry_id: PrinterScenes(hass, entry, printer, scene_store)
         for subentry_id, printer in printers.items()
     }
+    cad = cad_client(hass, entry.options)
+    latest_part = None if cad is None else LatestPartCoordinator(hass, entry, cad)
     entry.runtime_data = KittyRuntimeData(
-        client, router_info, coordinator, printers, monitors, scenes
+        client, router_info, coordinator, printers, monitors, scenes, latest_part
     )
     for subentry_id, printer in printers.items():
         printer.async_start()
         scenes[subentry_id].async_start()
     for monitor in monitors.values():
         monitor.async_start()
+    if latest_part is not None:
+        # The CAD service is optional: one that is down only makes its image unavailable.
+        await latest_part.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True

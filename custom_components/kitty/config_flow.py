@@ -15,6 +15,7 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     ConfigSubentryData,
     ConfigSubentryFlow,
+    OptionsFlow,
     SubentryFlowResult,
 )
 from homeassistant.const import (
@@ -49,6 +50,7 @@ from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 import probatio
 from yarl import URL
 
+from kittyai.catalog import ServiceName
 from kittyai.client import KittyAuthError, KittyClient, KittyConnectionError, KittyError, ModelKind
 from kittyai.contract import ServiceInfo
 from kittyai.printers.base import PrinterAuthError, PrinterConnectionError, PrinterInfo, PrinterKind
@@ -82,6 +84,7 @@ from .const import (
     DOMAIN,
     NAME,
     PROFILES,
+    SECTION_CAD,
     SECTION_MONITOR,
     SECTION_SCENES,
     SUBENTRY_CONVERSATION,
@@ -181,6 +184,17 @@ REAUTH_PRINTER_SCHEMAS: dict[PrinterKind, probatio.Schema] = {
     # Moonraker asked for a key, so one is needed now.
     PrinterKind.MOONRAKER: probatio.Schema({probatio.Required(CONF_API_KEY): TOKEN_SELECTOR}),
 }
+# The entry's options: the CAD service. An empty URL turns CAD off; an empty token
+# keeps the one stored, which is never sent back to the browser.
+CAD_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(CONF_URL): URL_SELECTOR,
+        probatio.Optional(CONF_TOKEN): TOKEN_SELECTOR,
+    }
+)
+OPTIONS_SCHEMA = probatio.Schema(
+    {probatio.Required(SECTION_CAD): section(CAD_SCHEMA, {"collapsed": False})}
+)
 
 # Every new entry comes with a conversation agent, as HA's own LLM integrations do.
 DEFAULT_SUBENTRIES: list[ConfigSubentryData] = [
@@ -394,6 +408,13 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
+    @staticmethod
+    @callback
+    @override
+    def async_get_options_flow(config_entry: ConfigEntry) -> KittyOptionsFlow:
+        """Return the flow that changes the entry's options."""
+        return KittyOptionsFlow()
+
     @classmethod
     @callback
     @override
@@ -430,6 +451,64 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
         if _reloads_on_update(entry):
             return self.async_update_and_abort(entry, data=data)
         return self.async_update_reload_and_abort(entry, data=data)
+
+
+class KittyOptionsFlow(OptionsFlow):
+    """Change what a KITTY entry uses besides the router: its CAD service.
+
+    The entry's update listener reloads it with the new options.
+    """
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the CAD service's URL and token, and test them."""
+        stored: Mapping[str, Any] = self.config_entry.options.get(SECTION_CAD, {})
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            cad = dict(user_input[SECTION_CAD])
+            options = dict(self.config_entry.options)
+            options.pop(SECTION_CAD, None)
+            if not cad.get(CONF_URL):
+                return self.async_create_entry(data=options)
+            if not cad.get(CONF_TOKEN):
+                cad[CONF_TOKEN] = stored.get(CONF_TOKEN, "")
+            if not (errors := await self._async_validate_cad(cad)):
+                return self.async_create_entry(data={**options, SECTION_CAD: cad})
+        suggested = user_input or {SECTION_CAD: {CONF_URL: stored.get(CONF_URL, "")}}
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                OPTIONS_SCHEMA, {SECTION_CAD: _without_token(suggested[SECTION_CAD])}
+            ),
+            errors=errors,
+        )
+
+    async def _async_validate_cad(self, cad: dict[str, Any]) -> dict[str, str]:
+        """Ask the CAD service who it is; return the error to show, if any.
+
+        The URL is stored as it was checked, without a trailing slash.
+        """
+        try:
+            cad[CONF_URL] = str(cv.url(cad[CONF_URL])).rstrip("/")
+        except probatio.Invalid:
+            return {"base": "invalid_url"}
+        client = KittyClient(async_get_clientsession(self.hass), cad[CONF_URL], cad[CONF_TOKEN])
+        try:
+            info = await client.get_info()
+        except KittyConnectionError:
+            return {"base": "cannot_connect"}
+        except KittyAuthError:
+            return {"base": "invalid_auth"}
+        except KittyError:
+            # It answers, but not as a KITTY service.
+            return {"base": "not_cad_service"}
+        if info.service is not ServiceName.CAD:
+            return {"base": "not_cad_service"}
+        return {}
+
+
+def _without_token(cad: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a CAD section to show again: a token typed in is not sent back."""
+    return {key: value for key, value in cad.items() if key != CONF_TOKEN}
 
 
 class KittyConversationFlow(ConfigSubentryFlow):

@@ -87,3 +87,11 @@ DEFAULT_PLUG_TEMPERATURE: Final = 50.0
 
 # The event fired when the print monitor paused a failing print.
 EVENT_PRINT_FAILURE: Final = "kitty_print_failure"
+
+# The entry's options: the CAD service it makes parts with, off while its URL is empty.
+SECTION_CAD: Final = "cad"
+# Where a part's preview is kept: served by Home Assistant at /local/kitty/cad/.
+CAD_PREVIEW_DIR: Final = ("www", "kitty", "cad")
+CAD_PREVIEW_URL: Final = "/local/kitty/cad"
+# What an AI Task asks the router for.
+AI_TASK_PROFILE: Final = PROFILE_AUTO

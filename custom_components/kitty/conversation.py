@@ -8,7 +8,7 @@ while Home Assistant runs the tools the model calls. Each turn's routing decisio
 goes into the conversation trace.
 """
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 import json
 import logging
@@ -28,13 +28,13 @@ import probatio
 from pydantic import ValidationError
 
 from kittyai.catalog import ServiceName
-from kittyai.client import KittyConnectionError, KittyError, KittyResponseError
+from kittyai.client import KittyClient, KittyConnectionError, KittyError, KittyResponseError
 from kittyai.contract.routing import RoutingDecision
 
 from . import KittyConfigEntry
 from .const import CONF_PROFILE, DOMAIN, NAME, PROFILE_AUTO, SUBENTRY_CONVERSATION
 from .memory import ConversationMemory, Exchange, Speaker, memory_prompt
-from .read_only import is_read_only_name, is_read_only_tool
+from .read_only import is_read_only_name, is_remote_mode_tool
 from .turn import KittyTurn, current_turn
 
 if TYPE_CHECKING:
@@ -49,9 +49,10 @@ PARALLEL_UPDATES = 0
 MAX_TOOL_ITERATIONS = 10
 
 REMOTE_MODE_PROMPT = (
-    "Remote mode is on: you may read the state of the house and the workshop, but you "
-    "cannot change anything, and you have no tools that would. When asked to change "
-    "something, say that remote mode is on and has to be turned off first."
+    "Remote mode is on: you may read the state of the house and the workshop, and "
+    "design parts, but you cannot change anything in the house or the workshop, and you "
+    "have no tools that would. When asked to change something, say that remote mode is "
+    "on and has to be turned off first."
 )
 
 
@@ -74,7 +75,7 @@ async def async_setup_entry(
 
 @dataclass
 class RemoteModeAPIInstance(llm.APIInstance):
-    """An LLM API instance with only the read-only tools of another.
+    """An LLM API instance with only the tools of another that remote mode allows.
 
     A model may still call a tool it was not offered (it remembers one from an
     earlier turn, or invents it): that call fails with an error it can tell the user.
@@ -82,18 +83,18 @@ class RemoteModeAPIInstance(llm.APIInstance):
 
     @classmethod
     def of(cls, api_instance: llm.APIInstance) -> RemoteModeAPIInstance:
-        """Return `api_instance` without its tools that change anything."""
+        """Return `api_instance` without its tools that change anything in the house."""
         return cls(
             api=api_instance.api,
             api_prompt=api_instance.api_prompt,
             llm_context=api_instance.llm_context,
-            tools=[tool for tool in api_instance.tools if is_read_only_tool(tool)],
+            tools=[tool for tool in api_instance.tools if is_remote_mode_tool(tool)],
             custom_serializer=api_instance.custom_serializer,
         )
 
     @override
     async def async_call_tool(self, tool_input: llm.ToolInput) -> llm.ToolResult:
-        """Call a read-only tool; refuse any other."""
+        """Call a tool remote mode allows; refuse any other."""
         if not any(tool.name == tool_input.tool_name for tool in self.tools):
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
@@ -279,56 +280,15 @@ class KittyConversationEntity(conversation.ConversationEntity):
         if context:
             chat_log.async_trace({"kitty_context": context})
 
-        await self._async_stream_chat_log(chat_log, turn, context)
+        await async_stream_from_router(
+            self.entry.runtime_data.client,
+            self.entity_id,
+            chat_log,
+            model=self._profile,
+            turn=turn,
+            context=context,
+        )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
-
-    async def _async_stream_chat_log(
-        self, chat_log: conversation.ChatLog, turn: KittyTurn, context: list[str]
-    ) -> None:
-        """Stream the router's answers into the chat log until no tool result waits."""
-        messages = [message for content in chat_log.content if (message := _message(content))]
-        # The chat log's first content is always its system prompt.
-        messages[0]["content"] = "\n".join([messages[0]["content"], *context])
-        tools: list[dict[str, Any]] = []
-        if chat_log.llm_api is not None:
-            tools = [
-                _tool(tool, chat_log.llm_api.custom_serializer) for tool in chat_log.llm_api.tools
-            ]
-        client = self.entry.runtime_data.client
-
-        for _ in range(MAX_TOOL_ITERATIONS):
-            body: dict[str, Any] = {
-                "model": self._profile,
-                "messages": messages,
-                "kitty": {"conversation_id": chat_log.conversation_id},
-            }
-            if tools:
-                body["tools"] = tools
-            try:
-                messages.extend(
-                    [
-                        message
-                        async for content in chat_log.async_add_delta_content_stream(
-                            self.entity_id,
-                            _deltas(client.chat_stream(body), turn, chat_log.async_trace),
-                        )
-                        if (message := _message(content))
-                    ]
-                )
-            except KittyConnectionError as err:
-                raise HomeAssistantError(
-                    translation_domain=DOMAIN,
-                    translation_key="router_unavailable",
-                    translation_placeholders={"url": str(client.url), "error": str(err)},
-                ) from err
-            except KittyError as err:
-                raise HomeAssistantError(
-                    translation_domain=DOMAIN,
-                    translation_key="router_error",
-                    translation_placeholders={"error": str(err)},
-                ) from err
-            if not chat_log.unresponded_tool_results:
-                break
 
     async def _async_message(self, language: str | None, key: str) -> str:
         """Return a message of KITTY's in the user's language, to be spoken."""
@@ -336,6 +296,64 @@ class KittyConversationEntity(conversation.ConversationEntity):
             self.hass, language or self.hass.config.language, "exceptions", [DOMAIN]
         )
         return messages[f"component.{DOMAIN}.exceptions.{key}.message"]
+
+
+async def async_stream_from_router(
+    client: KittyClient,
+    agent_id: str,
+    chat_log: conversation.ChatLog,
+    *,
+    model: str,
+    turn: KittyTurn,
+    context: Sequence[str] = (),
+    response_format: dict[str, Any] | None = None,
+) -> None:
+    """Stream the router's answers into the chat log until no tool result waits.
+
+    `context` goes to the model after the system prompt, and `response_format` (an
+    OpenAI one) asks for structured output.
+    """
+    messages = [message for content in chat_log.content if (message := _message(content))]
+    # The chat log's first content is always its system prompt.
+    messages[0]["content"] = "\n".join([messages[0]["content"], *context])
+    tools: list[dict[str, Any]] = []
+    if chat_log.llm_api is not None:
+        tools = [_tool(tool, chat_log.llm_api.custom_serializer) for tool in chat_log.llm_api.tools]
+
+    for _ in range(MAX_TOOL_ITERATIONS):
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "kitty": {"conversation_id": chat_log.conversation_id},
+        }
+        if tools:
+            body["tools"] = tools
+        if response_format is not None:
+            body["response_format"] = response_format
+        try:
+            messages.extend(
+                [
+                    message
+                    async for content in chat_log.async_add_delta_content_stream(
+                        agent_id, _deltas(client.chat_stream(body), turn, chat_log.async_trace)
+                    )
+                    if (message := _message(content))
+                ]
+            )
+        except KittyConnectionError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="router_unavailable",
+                translation_placeholders={"url": str(client.url), "error": str(err)},
+            ) from err
+        except KittyError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="router_error",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        if not chat_log.unresponded_tool_results:
+            break
 
 
 async def _deltas(

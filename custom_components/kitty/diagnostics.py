@@ -17,9 +17,10 @@ TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: KittyConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry, router, services and printers, without tokens or API keys.
+    """Return the entry, router, services, printers and CAD, without tokens or API keys.
 
-    A printer comes with its settings, who it is and what it reported last.
+    A printer comes with its settings, who it is and what it reported last; the CAD
+    service with whether it answers and its newest part.
     """
     runtime = entry.runtime_data
     # Backend names and amounts of money: the statistics hold no secrets.
@@ -51,4 +52,19 @@ async def async_get_config_entry_diagnostics(
             }
             for subentry_id, printer in runtime.printers.items()
         },
+        "cad": _cad_diagnostics(entry),
+    }
+
+
+def _cad_diagnostics(entry: KittyConfigEntry) -> dict[str, Any] | None:
+    """Return the CAD service's state as the entry sees it; None without one."""
+    latest = entry.runtime_data.latest_part
+    if latest is None:
+        return None
+    part = latest.data
+    return {
+        "url": str(latest.client.url),
+        "available": latest.last_update_success,
+        "last_error": None if latest.last_update_success else str(latest.last_exception),
+        "latest_part": part.artifact.model_dump(mode="json", exclude={"script"}) if part else None,
     }

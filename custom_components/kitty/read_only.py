@@ -1,7 +1,8 @@
 """What only reads: the tools and intents KITTY still uses while remote mode is on.
 
 This is the one place that decides it; the conversation agent asks it for both its
-tier-0 intents and the tools of its LLM APIs.
+tier-0 intents and the tools of its LLM APIs. Remote mode also keeps the tools that
+change nothing in the house or the shop, only adding to KITTY's own stores.
 """
 
 from typing import Final
@@ -32,6 +33,9 @@ READ_ONLY_NAMES: Final = frozenset(
 # By convention a name that starts so only reads. Scripts, which may do anything,
 # cannot match: their tool names are lowercase object ids.
 READ_ONLY_PREFIXES: Final = ("Get", "HassGet")
+# Tools that write, but only a new design into KITTY's CAD store, which never changes
+# what it holds: no device, door or printer moves.
+HOUSE_SAFE_NAMES: Final = frozenset({"GenerateCad"})
 
 
 def is_read_only_name(name: str) -> bool:
@@ -43,3 +47,8 @@ def is_read_only_name(name: str) -> bool:
 def is_read_only_tool(tool: llm.Tool) -> bool:
     """Return whether a tool only reads, by its name or by its own annotations."""
     return tool.annotations.read_only or is_read_only_name(tool.name)
+
+
+def is_remote_mode_tool(tool: llm.Tool) -> bool:
+    """Return whether remote mode offers a tool: it reads, or changes nothing in the house."""
+    return is_read_only_tool(tool) or tool.name.rpartition("__")[2] in HOUSE_SAFE_NAMES

@@ -1,4 +1,4 @@
-"""Service actions of the KITTY integration: ask KITTY, and run the shop's printers."""
+"""Service actions of the KITTY integration: ask KITTY, make parts, run the printers."""
 
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -16,12 +16,28 @@ from homeassistant.core import (
     SupportsResponse,
     callback,
 )
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv, entity_registry as er
 import probatio
+from pydantic import ValidationError
 
+from kittyai.contract.cad import (
+    MAX_PROMPT_LENGTH,
+    MAX_VARIANTS,
+    GenerateRequest,
+    JobState,
+    Material,
+)
 from kittyai.printers.base import PrinterStatus
+from kittyai.validation import describe_errors
 
+from .cad import (
+    artifact_summary,
+    async_artifact_gcode,
+    async_save_preview,
+    loaded_cad,
+    translated_cad_errors,
+)
 from .const import DOMAIN
 from .printer_coordinator import PrinterCoordinator
 from .scenes import async_run_scenes
@@ -45,11 +61,52 @@ ASK_SCHEMA: Final = probatio.Schema(
     }
 )
 
+SERVICE_GENERATE_CAD: Final = "generate_cad"
+ATTR_PROMPT: Final = "prompt"
+ATTR_FAMILY: Final = "family"
+ATTR_PARAMETERS: Final = "parameters"
+ATTR_VARIANTS: Final = "variants"
+# A printer profile of the CAD service (what the part must fit), not a KITTY printer.
+ATTR_PRINTER_PROFILE: Final = "printer"
+ATTR_MATERIAL: Final = "material"
+ATTR_PARENT_ID: Final = "parent_id"
+ATTR_SLICE: Final = "slice"
+# Most parts take seconds; a model that writes CadQuery and repairs it takes minutes.
+GENERATE_TIMEOUT_S: Final = 300.0
+
+GENERATE_CAD_SCHEMA: Final = probatio.All(
+    probatio.Schema(
+        {
+            probatio.Optional(ATTR_PROMPT): probatio.All(
+                cv.string, probatio.Length(min=1, max=MAX_PROMPT_LENGTH)
+            ),
+            probatio.Optional(ATTR_FAMILY): cv.string,
+            # Each family checks its own parameters; the service names a wrong one.
+            probatio.Optional(ATTR_PARAMETERS): dict,
+            probatio.Optional(ATTR_VARIANTS, default=1): probatio.All(
+                probatio.Coerce(int), probatio.Range(min=1, max=MAX_VARIANTS)
+            ),
+            probatio.Optional(ATTR_PRINTER_PROFILE): cv.string,
+            probatio.Optional(ATTR_MATERIAL, default=Material.PLA.value): probatio.In(
+                [material.value for material in Material]
+            ),
+            probatio.Optional(ATTR_PARENT_ID): cv.string,
+            probatio.Optional(ATTR_SLICE, default=True): cv.boolean,
+            probatio.Optional(ATTR_CONVERSATION_ID): probatio.All(
+                cv.string, probatio.Length(min=1, max=128)
+            ),
+        }
+    ),
+    cv.has_at_least_one_key(ATTR_PROMPT, ATTR_FAMILY, ATTR_PARENT_ID),
+)
+
 SERVICE_START_PRINT: Final = "start_print"
 SERVICE_PAUSE_PRINT: Final = "pause_print"
 SERVICE_RESUME_PRINT: Final = "resume_print"
 SERVICE_CANCEL_PRINT: Final = "cancel_print"
 ATTR_FILE: Final = "file"
+# A CAD artifact, printed from the G-code the CAD service sliced for it.
+ATTR_ARTIFACT_ID: Final = "artifact_id"
 ATTR_NOZZLE_TEMPERATURE: Final = "nozzle_temperature"
 ATTR_BED_TEMPERATURE: Final = "bed_temperature"
 ATTR_SCENE: Final = "scene"
@@ -57,9 +114,13 @@ ATTR_SCENE: Final = "scene"
 GCODE_SUFFIXES: Final = frozenset({".gcode", ".gco", ".g"})
 
 PRINTER_SCHEMA: Final = probatio.Schema({probatio.Required(ATTR_DEVICE_ID): cv.string})
-START_PRINT_SCHEMA: Final = PRINTER_SCHEMA.extend(
+# What to print: a G-code file, or a CAD artifact; one of the two.
+PRINT_SOURCE: Final = "print_source"
+PRINT_SOURCE_MESSAGE: Final = "give either a file or an artifact_id to print, not both"
+START_PRINT_FIELDS: Final = PRINTER_SCHEMA.extend(
     {
-        probatio.Required(ATTR_FILE): cv.string,
+        probatio.Exclusive(ATTR_FILE, PRINT_SOURCE, msg=PRINT_SOURCE_MESSAGE): cv.string,
+        probatio.Exclusive(ATTR_ARTIFACT_ID, PRINT_SOURCE, msg=PRINT_SOURCE_MESSAGE): cv.string,
         # Preheat targets in °C, within what FDM hotends and beds reach.
         probatio.Optional(ATTR_NOZZLE_TEMPERATURE): probatio.All(
             probatio.Coerce(float), probatio.Range(min=0, max=350)
@@ -70,6 +131,9 @@ START_PRINT_SCHEMA: Final = PRINTER_SCHEMA.extend(
         # Run as this job starts, after the printer's own start scenes.
         probatio.Optional(ATTR_SCENE): cv.entity_domain([SCENE_DOMAIN, SCRIPT_DOMAIN]),
     }
+)
+START_PRINT_SCHEMA: Final = probatio.All(
+    START_PRINT_FIELDS, cv.has_at_least_one_key(ATTR_FILE, ATTR_ARTIFACT_ID)
 )
 # The actions that send a running job one command.
 JOB_COMMANDS: Final[dict[str, Callable[[PrinterCoordinator], Awaitable[PrinterStatus]]]] = {
@@ -91,6 +155,13 @@ def async_setup_services(hass: HomeAssistant) -> None:
     )
     hass.services.async_register(
         DOMAIN,
+        SERVICE_GENERATE_CAD,
+        _async_generate_cad,
+        schema=GENERATE_CAD_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+    hass.services.async_register(
+        DOMAIN,
         SERVICE_START_PRINT,
         _async_start_print,
         schema=START_PRINT_SCHEMA,
@@ -106,18 +177,72 @@ def async_setup_services(hass: HomeAssistant) -> None:
         )
 
 
+async def _async_generate_cad(call: ServiceCall) -> ServiceResponse:
+    """Have the CAD service make a part, wait for it, and save the previews for the frontend."""
+    hass = call.hass
+    latest = loaded_cad(hass)
+    client = latest.client
+    try:
+        request = GenerateRequest.model_validate(dict(call.data))
+    except ValidationError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="cad_invalid_request",
+            translation_placeholders={"error": describe_errors(err)},
+        ) from err
+    with translated_cad_errors(client):
+        job = await client.wait((await client.generate(request)).id, GENERATE_TIMEOUT_S)
+        if job.state is JobState.FAILED:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="cad_failed",
+                translation_placeholders={"job_id": job.id, "error": job.error or ""},
+            )
+        artifacts: list[Any] = []
+        for variant in job.variants:
+            if variant.artifact_id is not None:
+                artifact = await client.artifact(variant.artifact_id)
+                preview = await async_save_preview(hass, client, artifact)
+                artifacts.append(artifact_summary(artifact, preview))
+    # The image entity shows the new part now, not once MQTT tells.
+    await latest.async_refresh()
+    return {
+        "job_id": job.id,
+        "state": job.state.value,
+        "artifacts": artifacts,
+        "failed_variants": [
+            {"variant": variant.variant, "error": variant.error}
+            for variant in job.variants
+            if variant.state is JobState.FAILED
+        ],
+    }
+
+
 async def _async_start_print(call: ServiceCall) -> ServiceResponse:
-    """Check the printer and the file, upload the file and print it, then run its scene."""
+    """Check the printer and what to print, upload the G-code and print it, then run its scene.
+
+    A CAD artifact's G-code is downloaded to a temporary file, removed once uploaded.
+    """
     printer = printer_of_device(call.hass, call.data[ATTR_DEVICE_ID])
-    path = await _async_gcode_file(call.hass, call.data[ATTR_FILE])
-    status = await printer.async_start_print(
+    if (artifact_id := call.data.get(ATTR_ARTIFACT_ID)) is not None:
+        async with async_artifact_gcode(call.hass, artifact_id) as path:
+            status = await _async_print(printer, path, call)
+    else:
+        status = await _async_print(
+            printer, await _async_gcode_file(call.hass, call.data[ATTR_FILE]), call
+        )
+    if (scene := call.data.get(ATTR_SCENE)) is not None:
+        await async_run_scenes(call.hass, [scene], call.context)
+    return status_response(printer, status)
+
+
+async def _async_print(printer: PrinterCoordinator, path: Path, call: ServiceCall) -> PrinterStatus:
+    """Print a local G-code file, preheating as the call asks."""
+    return await printer.async_start_print(
         path,
         nozzle=call.data.get(ATTR_NOZZLE_TEMPERATURE),
         bed=call.data.get(ATTR_BED_TEMPERATURE),
     )
-    if (scene := call.data.get(ATTR_SCENE)) is not None:
-        await async_run_scenes(call.hass, [scene], call.context)
-    return status_response(printer, status)
 
 
 async def _async_job_command(

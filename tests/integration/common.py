@@ -13,7 +13,9 @@ from homeassistant.components import conversation, mqtt
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.const import CONF_TOKEN, CONF_URL
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.kitty.const import (
@@ -21,6 +23,7 @@ from custom_components.kitty.const import (
     DEFAULT_CONVERSATION_OPTIONS,
     DOMAIN,
     NAME,
+    SECTION_CAD,
     SUBENTRY_CONVERSATION,
 )
 from kittyai.catalog import ServiceName
@@ -34,11 +37,14 @@ from kittyai.contract.routing import (
     Tier,
     TierLatency,
 )
-from tests.helpers.fake_llm import FakeLLMServer, FakeOllama, FakeOpenAI
+from tests.helpers.broker import MosquittoBroker
+from tests.helpers.fake_llm import FakeLLMServer, FakeOllama, FakeOpenAI, ScriptedReply
 from tests.helpers.net import loopback_sockets
 from tests.helpers.services import ServiceProcess
 
 OPENAI_KEY = "sk-test-agent-0123456789"
+CAD_TOKEN = "cad-token-0123456789"
+CAD_MODEL_KEY = "sk-test-cad-0123456789"
 WORKSHOP_LIGHTS = "light.workshop_lights"
 SHOP_DOOR = "lock.shop_door"
 
@@ -52,15 +58,22 @@ def router_info(router: ServiceProcess) -> ServiceInfo:
         return ServiceInfo.model_validate_json(response.read())
 
 
-def router_call(router: ServiceProcess, path: str, body: dict[str, Any] | None = None) -> Any:
-    """Call a running router's real HTTP API with its token; POST when there is a body."""
+def service_request(
+    service: ServiceProcess, path: str, body: dict[str, Any] | None = None
+) -> bytes:
+    """Call a running service's real HTTP API with its token; POST when there is a body."""
     request = urllib.request.Request(
-        f"{router.url}{path}",
+        f"{service.url}{path}",
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {router.token}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {service.token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
+        return bytes(response.read())
+
+
+def router_call(router: ServiceProcess, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a running router's real HTTP API with its token; POST when there is a body."""
+    return json.loads(service_request(router, path, body))
 
 
 def report_intent_turn(router: ServiceProcess) -> None:
@@ -69,7 +82,11 @@ def report_intent_turn(router: ServiceProcess) -> None:
 
 
 def kitty_entry(
-    router: ServiceProcess, *, url: str | None = None, token: str | None = None
+    router: ServiceProcess,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> MockConfigEntry:
     """Return an entry for `router` as the config flow makes it; override url or token."""
     return MockConfigEntry(
@@ -77,7 +94,62 @@ def kitty_entry(
         title=NAME,
         unique_id=router_info(router).instance_id,
         data={CONF_URL: url or router.url, CONF_TOKEN: token or router.token},
+        options=options or {},
     )
+
+
+def cad_options(cad: ServiceProcess | None = None, *, url: str = "") -> dict[str, Any]:
+    """Return the entry options the options flow stores for a CAD service (or a URL)."""
+    if cad is None:
+        return {SECTION_CAD: {CONF_URL: url, CONF_TOKEN: CAD_TOKEN}}
+    return {SECTION_CAD: {CONF_URL: cad.url, CONF_TOKEN: cad.token}}
+
+
+def run_cad(
+    workdir: Path, *, mqtt_port: int | None, model: FakeOpenAI, **options: Any
+) -> Iterator[ServiceProcess]:
+    """Run a real CAD service asking `model`, with `options`; it slices with PrusaSlicer."""
+    options["model"] = {"url": model.url, "api_key": CAD_MODEL_KEY, "model": "gpt-5-mini"}
+    with loopback_sockets():
+        process = ServiceProcess(
+            ServiceName.CAD, workdir, mqtt_port=mqtt_port, token=CAD_TOKEN, extra_options=options
+        )
+        # The CAD kernel takes a few seconds to import.
+        process.start(timeout=60)
+    yield process
+    process.stop()
+
+
+def model_designs(model: FakeOpenAI, family: str, parameters: dict[str, Any]) -> None:
+    """Make the CAD service's model answer every request with this family and parameters."""
+    answer = json.dumps({"family": family, "parameters": parameters})
+    model.requests.clear()
+    model.respond_with(lambda _: ScriptedReply(answer))
+
+
+def words_asked(model: FakeOpenAI) -> str:
+    """Return everything the CAD service's model was asked, its messages one after another."""
+    return "\n".join(
+        message["content"] for request in model.requests for message in request.body["messages"]
+    )
+
+
+def cad_entity_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
+    """Return the entity id of the entry's latest CAD part image."""
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "image", DOMAIN, f"{entry.unique_id}_cad_latest_part"
+    )
+    assert entity_id is not None, "no latest CAD part image"
+    return entity_id
+
+
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """Run one Mosquitto for a module whose services stay connected across its tests."""
+    with loopback_sockets():
+        broker = MosquittoBroker(tmp_path_factory.mktemp("broker"))
+        broker.start()
+    yield broker
+    broker.stop()
 
 
 async def wait_for(
@@ -121,9 +193,11 @@ async def publish_router_stats(hass: HomeAssistant, stats: RouterStats) -> None:
     )
 
 
-async def set_up_kitty(hass: HomeAssistant, router: ServiceProcess) -> MockConfigEntry:
+async def set_up_kitty(
+    hass: HomeAssistant, router: ServiceProcess, *, options: dict[str, Any] | None = None
+) -> MockConfigEntry:
     """Set up KITTY for `router` and wait until the broker confirmed its subscriptions."""
-    entry = kitty_entry(router)
+    entry = kitty_entry(router, options=options)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await contract_subscribed(hass)

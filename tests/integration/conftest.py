@@ -21,6 +21,7 @@ from tests.helpers.net import free_port, loopback_sockets
 from tests.helpers.octoprint import OctoPrintServer
 from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
+    CAD_MODEL_KEY,
     OPENAI_KEY,
     agent_router_options,
     run_router,
@@ -252,3 +253,18 @@ async def kitty(
 ) -> MockConfigEntry:
     """A loaded KITTY entry without printers."""
     return await set_up_kitty(hass, router)
+
+
+@pytest.fixture
+def config_dir(hass: HomeAssistant, tmp_path: Path) -> Path:
+    """Give the test's Home Assistant a config folder of its own (the harness shares one)."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    hass.config.config_dir = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cad_model() -> Iterator[FakeOpenAI]:
+    """The model a module's CAD service asks to read prompts: scripted per module."""
+    yield from served(FakeOpenAI(api_key=CAD_MODEL_KEY))

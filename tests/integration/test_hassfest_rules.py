@@ -471,8 +471,11 @@ def test_translation_file_rules() -> None:
 type UsedKey = tuple[str, tuple[str, ...], set[str]]
 
 
-def _keys_of_call(module: Path, call: ast.Call) -> Iterator[UsedKey]:
-    """Yield the translation keys one call uses, with the placeholders it gives."""
+def _keys_of_call(module: Path, call: ast.Call, flow: str) -> Iterator[UsedKey]:
+    """Yield the translation keys one call uses, with the placeholders it gives.
+
+    `flow` is the translation section of the flow the call is in: config or options.
+    """
     name = call_name(call)
     key = literal(keyword(call, "translation_key"))
     if key and keyword(call, "translation_domain") is not None:
@@ -496,15 +499,28 @@ def _keys_of_call(module: Path, call: ast.Call) -> Iterator[UsedKey]:
     if name in defaults:
         argument, section, default = defaults[name]
         if value := literal(keyword(call, argument)) or default:
-            yield module.name, ("config", section, value), set()
+            yield module.name, (flow, section, value), set()
+
+
+def _options_flow_nodes(tree: ast.Module) -> set[int]:
+    """Return the ids of the nodes inside options flows, whose strings are under `options`."""
+    return {
+        id(node)
+        for cls in ast.walk(tree)
+        if isinstance(cls, ast.ClassDef)
+        and any(getattr(base, "id", None) == "OptionsFlow" for base in cls.bases)
+        for node in ast.walk(cls)
+    }
 
 
 def _used_translation_keys() -> Iterator[UsedKey]:
     """Yield (module, translation path, placeholders given) for every key the code uses."""
     for path, tree in modules():
+        options_flow = _options_flow_nodes(tree)
         for node in ast.walk(tree):
+            flow = "options" if id(node) in options_flow else "config"
             if isinstance(node, ast.Call):
-                yield from _keys_of_call(path, node)
+                yield from _keys_of_call(path, node, flow)
             elif (
                 isinstance(node, ast.Assign)
                 and any(
@@ -518,7 +534,7 @@ def _used_translation_keys() -> Iterator[UsedKey]:
                 # Flow errors are {"base": "<key>"} literals.
                 for dict_key, value in zip(node.keys, node.values, strict=True):
                     if literal(dict_key) == "base" and (error := literal(value)):
-                        yield path.name, ("config", "error", error), set()
+                        yield path.name, (flow, "error", error), set()
 
 
 def test_translation_keys_used_in_code_exist() -> None:

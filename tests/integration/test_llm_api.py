@@ -43,6 +43,9 @@ async def test_listed_and_usable_without_an_entry(hass: HomeAssistant) -> None:
         "PausePrint",
         "ResumePrint",
         "CancelPrint",
+        "GenerateCad",
+        "ShowCadArtifact",
+        "SendCadToPrinter",
     ]
     # Remote mode will only allow tools that read.
     assert instance.tools[0].annotations.read_only

@@ -768,7 +768,7 @@ async def test_llm_tools_read_and_run_the_printer(
 async def test_llm_tools_in_remote_mode_and_without_printers(
     hass: HomeAssistant, kitty: MockConfigEntry
 ) -> None:
-    """Remote mode offers only the status tool; without printers it says so."""
+    """Remote mode offers only the status tools and design; without printers it says so."""
     instance = await llm.async_get_api(hass, DOMAIN, llm_context())
     tools = {tool.name: tool for tool in instance.tools}
     assert tools["GetPrinterStatus"].annotations.read_only
@@ -779,7 +779,13 @@ async def test_llm_tools_in_remote_mode_and_without_printers(
     from custom_components.kitty.conversation import RemoteModeAPIInstance
 
     read_only = RemoteModeAPIInstance.of(instance)
-    assert [tool.name for tool in read_only.tools] == ["GetRoutingStats", "GetPrinterStatus"]
+    # Designing a part changes nothing in the house; printing it would.
+    assert [tool.name for tool in read_only.tools] == [
+        "GetRoutingStats",
+        "GetPrinterStatus",
+        "GenerateCad",
+        "ShowCadArtifact",
+    ]
 
     result = await call_tool(hass, "GetPrinterStatus")
     assert result.error

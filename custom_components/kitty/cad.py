@@ -1,0 +1,269 @@
+"""KITTY's CAD service from Home Assistant: its client, its newest part, its errors.
+
+The CAD service is optional: an entry uses one when its options name it. The newest
+part (for the image entity) is read when the entry loads, after every part made
+through Home Assistant, whenever the service announces a finished job over MQTT,
+and, as a safety net, every few minutes.
+"""
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+import logging
+from pathlib import Path
+import re
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any, Final, override
+
+from homeassistant.components import mqtt
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_TOKEN, CONF_URL
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from pydantic import ValidationError
+
+from kittyai.cad_client import CadClient, CadJobTimeoutError, CadRequestError
+from kittyai.catalog import ServiceName
+from kittyai.client import KittyAuthError, KittyError, KittyResponseError
+from kittyai.contract import CAD_JOB
+from kittyai.contract.cad import Artifact, CadJobEvent, FileKind, JobState
+
+from .const import CAD_PREVIEW_DIR, CAD_PREVIEW_URL, DOMAIN, SECTION_CAD
+
+if TYPE_CHECKING:
+    from . import KittyConfigEntry
+
+_LOGGER = logging.getLogger(__name__)
+
+PREVIEW_FILE: Final = "preview.png"
+# MQTT tells of every finished job: polling only covers a broker that was away.
+SAFETY_INTERVAL: Final = timedelta(minutes=5)
+# Artifact ids become file names: only these characters may.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# The service's refusals that have a message of their own in Home Assistant.
+_REQUEST_ERROR_KEYS: Final = {"artifact_not_found": "unknown_artifact"}
+
+
+def cad_client(hass: HomeAssistant, options: Mapping[str, Any]) -> CadClient | None:
+    """Return the client of the CAD service an entry's options name; None without one."""
+    cad = options.get(SECTION_CAD) or {}
+    if not cad.get(CONF_URL):
+        return None
+    return CadClient(async_get_clientsession(hass), cad[CONF_URL], cad.get(CONF_TOKEN, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class LatestPart:
+    """The newest artifact of the CAD service, with its preview image."""
+
+    artifact: Artifact
+    preview: bytes | None
+
+
+class LatestPartCoordinator(DataUpdateCoordinator[LatestPart | None]):
+    """Keeps the CAD service's newest part; None while the service has made none."""
+
+    config_entry: ConfigEntry
+
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry, client: CadClient) -> None:
+        """Follow the CAD service `client` talks to."""
+        super().__init__(
+            hass,
+            _LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} CAD",
+            update_interval=SAFETY_INTERVAL,
+            always_update=False,
+        )
+        self.client = client
+
+    async def async_start(self) -> None:
+        """Read the newest part without holding up setup, and follow finished jobs."""
+        entry = self.config_entry
+        entry.async_create_task(
+            self.hass, self.async_refresh(), "KITTY CAD first refresh", eager_start=True
+        )
+        entry.async_on_unload(
+            await mqtt.async_subscribe(
+                self.hass,
+                CAD_JOB.topic(ServiceName.CAD),
+                self._async_handle_job,
+                qos=CAD_JOB.qos,
+            )
+        )
+
+    @override
+    async def _async_update_data(self) -> LatestPart | None:
+        """Ask for the newest artifact, and for its preview when it is a new one."""
+        try:
+            newest = await self.client.artifacts(limit=1)
+            if not newest:
+                return None
+            artifact = newest[0]
+            if self.data is not None and self.data.artifact.id == artifact.id:
+                return self.data
+            preview = None
+            if any(file.name == PREVIEW_FILE for file in artifact.files):
+                preview = await self.client.file(artifact.id, PREVIEW_FILE)
+        except KittyError as err:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="cad_unavailable",
+                translation_placeholders={"url": str(self.client.url), "error": str(err)},
+            ) from err
+        return LatestPart(artifact, preview)
+
+    @callback
+    def _async_handle_job(self, msg: mqtt.ReceiveMessage) -> None:
+        """Read the newest part again once a job finished with parts."""
+        try:
+            event = CadJobEvent.model_validate_json(msg.payload)
+        except ValidationError:
+            _LOGGER.warning(
+                "Ignoring a payload on %s that breaks the KITTY contract: %.200r",
+                msg.topic,
+                msg.payload,
+            )
+            return
+        if event.state is JobState.DONE and event.artifact_ids:
+            self.config_entry.async_create_background_task(
+                self.hass, self.async_request_refresh(), "KITTY CAD refresh"
+            )
+
+
+@contextmanager
+def translated_cad_errors(client: CadClient) -> Iterator[None]:
+    """Turn the CAD client's errors into Home Assistant's, with translated messages."""
+    try:
+        yield
+    except CadRequestError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key=_REQUEST_ERROR_KEYS.get(err.code, "cad_rejected"),
+            translation_placeholders={"error": err.message},
+        ) from err
+    except CadJobTimeoutError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="cad_timeout",
+            translation_placeholders={"job_id": err.job.id},
+        ) from err
+    except KittyAuthError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="cad_invalid_auth",
+            translation_placeholders={"url": str(client.url)},
+        ) from err
+    except KittyError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="cad_unavailable",
+            translation_placeholders={"url": str(client.url), "error": str(err)},
+        ) from err
+
+
+@callback
+def loaded_cad(hass: HomeAssistant) -> LatestPartCoordinator:
+    """Return the CAD service of the first loaded KITTY entry that has one."""
+    entries: list[KittyConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
+    for entry in entries:
+        if (latest := entry.runtime_data.latest_part) is not None:
+            return latest
+    raise ServiceValidationError(translation_domain=DOMAIN, translation_key="cad_not_configured")
+
+
+def preview_url(artifact_id: str) -> str:
+    """Return where Home Assistant serves an artifact's preview, once it was saved."""
+    return f"{CAD_PREVIEW_URL}/{artifact_id}.png"
+
+
+def _file_stem(client: CadClient, artifact: Artifact) -> str:
+    """Return an artifact's id for a file name; refuse one that could name another path."""
+    if not _SAFE_ID.match(artifact.id):
+        raise KittyResponseError(f"{client.url} sent an artifact id that is no file name")
+    return artifact.id
+
+
+async def async_save_preview(hass: HomeAssistant, client: CadClient, artifact: Artifact) -> Path:
+    """Fetch an artifact's preview into `<config>/www/kitty/cad/`; return its path.
+
+    Artifacts never change: a preview saved once is kept.
+    """
+    path = Path(hass.config.path(*CAD_PREVIEW_DIR, f"{_file_stem(client, artifact)}.png"))
+    if await hass.async_add_executor_job(path.is_file):
+        return path
+    image = await client.file(artifact.id, PREVIEW_FILE)
+    await hass.async_add_executor_job(_write_file, path, image)
+    return path
+
+
+@asynccontextmanager
+async def async_artifact_gcode(hass: HomeAssistant, artifact_id: str) -> AsyncIterator[Path]:
+    """Download an artifact's G-code to `kitty-<artifact_id>.gcode`; remove it afterwards.
+
+    The file is named so because the printer shows the name it was uploaded under.
+    """
+    client = loaded_cad(hass).client
+    with translated_cad_errors(client):
+        artifact = await client.artifact(artifact_id)
+        if (name := gcode_file(artifact)) is None:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="artifact_not_sliced",
+                translation_placeholders={"artifact_id": artifact_id},
+            )
+        gcode = await client.file(artifact.id, name)
+        stem = _file_stem(client, artifact)
+    folder = Path(await hass.async_add_executor_job(tempfile.mkdtemp))
+    try:
+        path = folder / f"kitty-{stem}.gcode"
+        await hass.async_add_executor_job(path.write_bytes, gcode)
+        yield path
+    finally:
+        await hass.async_add_executor_job(shutil.rmtree, folder)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write a file whole: the frontend never sees half a preview."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def artifact_files(artifact: Artifact) -> list[str]:
+    """Return the names of an artifact's files."""
+    return [file.name for file in artifact.files]
+
+
+def gcode_file(artifact: Artifact) -> str | None:
+    """Return the name of an artifact's G-code file; None when it was not sliced."""
+    return next((file.name for file in artifact.files if file.kind is FileKind.GCODE), None)
+
+
+def artifact_summary(artifact: Artifact, preview_path: Path | None) -> dict[str, Any]:
+    """Return what an action's response and an LLM tool's data say about an artifact."""
+    metrics = artifact.metrics
+    return {
+        "id": artifact.id,
+        "variant": artifact.variant,
+        "provider": artifact.provider.value,
+        "family": artifact.family,
+        "parameters": artifact.parameters,
+        "parent_id": artifact.parent_id,
+        "printer": artifact.printer,
+        "material": artifact.material.value,
+        "metrics": {
+            "volume_mm3": metrics.volume_mm3,
+            "bbox_mm": list(metrics.bbox_mm),
+            "mass_g": metrics.mass_g,
+        },
+        "slice": artifact.slice.model_dump(mode="json") if artifact.slice else None,
+        "preview_path": str(preview_path) if preview_path else None,
+        "preview_url": preview_url(artifact.id) if preview_path else None,
+        "files": artifact_files(artifact),
+    }
