@@ -10,6 +10,9 @@ import aiohttp
 from kittyai.cad.options import ModelOptions
 
 type Message = dict[str, str]
+# The JSON this service asks for is a choice and a few numbers; a model that keeps
+# going (grammar-constrained output may pad with whitespace) is cut off early.
+JSON_MAX_TOKENS = 512
 
 
 class ModelError(Exception):
@@ -64,7 +67,11 @@ class ChatModel:
         Servers that enforce the schema (llama.cpp, OpenAI) answer valid JSON; the
         caller still validates it, since not every server does.
         """
-        body: dict[str, Any] = {"messages": messages, "temperature": temperature}
+        body: dict[str, Any] = {
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": min(self.options.max_tokens, JSON_MAX_TOKENS),
+        }
         while True:
             response_format = _response_format(self._schema_form, schema_name, schema)
             try:

@@ -6,7 +6,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kittyai.cad.llm import ChatModel, ModelError
+from kittyai.cad.llm import JSON_MAX_TOKENS, ChatModel, ModelError
 from kittyai.cad.options import ModelOptions
 from tests.helpers.fake_llm import FakeOpenAI, Scripted, ScriptedError, ScriptedReply
 
@@ -62,6 +62,8 @@ async def test_a_busy_server_is_an_error_not_a_reason_to_change_the_request(
     with pytest.raises(ModelError, match="HTTP 503"):
         await model.complete_json(MESSAGES, schema_name="choice", schema=SCHEMA)
     assert len(fake.requests) == 1
+    # A choice and a few numbers: far fewer tokens than a script may take.
+    assert fake.requests[0].body["max_tokens"] == JSON_MAX_TOKENS < model.options.max_tokens
 
 
 async def test_a_fenced_json_answer_is_read_and_prose_is_an_error(
