@@ -23,22 +23,18 @@ from abc import ABC, abstractmethod
 import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-import json
 from pathlib import Path
 import secrets
 import struct
 import tempfile
-from types import TracebackType
 from typing import Any, Self
 import uuid
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 import cadquery as cq
-from multidict import CIMultiDict
 
-from tests.helpers.fake_llm import RecordedRequest
+from tests.helpers.loopback_server import RecordingServer
 
 _STL_HEADER_BYTES = 80
 _STL_TRIANGLE_BYTES = 50
@@ -104,48 +100,28 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-class _FakeCloud(ABC):
+class _FakeCloud(RecordingServer, ABC):
     """A real HTTP server that records every request and checks the vendor's bearer key."""
 
     def __init__(self, *, api_key: str, polls_to_finish: int, failure: str | None) -> None:
         """Serve on a free port once entered."""
+        super().__init__()
         self.api_key = api_key
         # Polls a request answers as still running before it settles.
         self.polls_to_finish = polls_to_finish
         self.failure = failure
         # An HTTP status every API request answers with while set: the vendor is down.
         self.outage: int | None = None
-        self.requests: list[RecordedRequest] = []
-        self._server: TestServer | None = None
-
-    @property
-    def url(self) -> str:
-        """Return `http://127.0.0.1:<port>`, the base URL a client is configured with."""
-        assert self._server is not None, "the fake is not started"
-        return str(self._server.make_url("")).rstrip("/")
-
-    def paths(self) -> list[str]:
-        """Return the paths of the requests received, in order."""
-        return [request.path for request in self.requests]
 
     async def __aenter__(self) -> Self:
         """Make the geometry, then start serving."""
         await self._prepare()
+        return await super().__aenter__()
+
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_and_authenticate])
         self._add_routes(app.router)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server(shutdown_timeout=0.5)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            await self._server.close()
+        return app
 
     @abstractmethod
     async def _prepare(self) -> None:
@@ -167,14 +143,7 @@ class _FakeCloud(ABC):
     async def _record_and_authenticate(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {}
-        self.requests.append(
-            RecordedRequest(request.path, CIMultiDict(request.headers), body or {})
-        )
+        await self._record(request)
         if not self._public(request.path):
             if self.outage is not None:
                 return self._error_response(self.outage, "The service is temporarily unavailable.")

@@ -25,13 +25,12 @@ import math
 import random
 import re
 import time
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
-from multidict import CIMultiDict
+
+from tests.helpers.loopback_server import RecordingServer
 
 DEFAULT_REPLY_TEXT = "OK."
 EMBEDDING_DIMENSIONS = 64
@@ -141,15 +140,6 @@ type Scripted = ScriptedReply | ScriptedError
 type Responder = Callable[[dict[str, Any]], Scripted]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request a fake received, before authentication was checked."""
-
-    path: str
-    headers: CIMultiDict[str]
-    body: dict[str, Any]
-
-
 def embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
     """Return the fakes' embedding of `text`: a unit vector, the sum of one per word.
 
@@ -164,28 +154,16 @@ def embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
     return [value / norm for value in vector]
 
 
-class FakeLLMServer(ABC):
+class FakeLLMServer(RecordingServer, ABC):
     """A scripted model server; subclasses speak one vendor's protocol."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
         """Serve on a free port once entered; with `api_key`, require it like the vendor."""
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[RecordedRequest] = []
         self._queue: deque[Scripted] = deque()
         self._responder: Responder | None = None
-        self._server: TestServer | None = None
         self._ids = itertools.count(1)
-
-    @property
-    def root(self) -> str:
-        """Return `http://127.0.0.1:<port>`."""
-        assert self._server is not None, "the fake is not started"
-        return str(self._server.make_url("")).rstrip("/")
-
-    @property
-    def url(self) -> str:
-        """Return the base URL a client is configured with."""
-        return self.root
 
     def enqueue(self, *items: Scripted) -> None:
         """Answer the next requests with `items`, in order."""
@@ -195,28 +173,10 @@ class FakeLLMServer(ABC):
         """Answer from `responder(body)` whenever the queue is empty."""
         self._responder = responder
 
-    def paths(self) -> list[str]:
-        """Return the paths of the requests received, in order."""
-        return [request.path for request in self.requests]
-
-    async def __aenter__(self) -> Self:
-        """Start serving."""
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_and_authenticate])
         self._add_routes(app.router)
-        self._server = TestServer(app, host="127.0.0.1")
-        # Handlers still sleeping on a scripted delay must not hold up the test's end.
-        await self._server.start_server(shutdown_timeout=0.5)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            await self._server.close()
+        return app
 
     @abstractmethod
     def _add_routes(self, router: web.UrlDispatcher) -> None:
@@ -250,14 +210,7 @@ class FakeLLMServer(ABC):
     async def _record_and_authenticate(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = None
-        self.requests.append(
-            RecordedRequest(request.path, CIMultiDict(request.headers), body or {})
-        )
+        body = await self._record(request)
         request[_BODY] = body
         if (refusal := self._authorized(request)) is not None:
             return refusal

@@ -22,14 +22,14 @@ import io
 import itertools
 import json
 import time
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from PIL import Image, UnidentifiedImageError
+
+from tests.helpers.loopback_server import LoopbackServer
 
 _DATA_URI_PREFIX = "data:"
 
@@ -56,39 +56,7 @@ class ReceivedSnapshot:
     image: bytes
 
 
-class _Server:
-    """Serves an app on a free port of 127.0.0.1 while entered."""
-
-    def __init__(self) -> None:
-        self._server: TestServer | None = None
-
-    @property
-    def url(self) -> str:
-        """Return `http://127.0.0.1:<port>`."""
-        assert self._server is not None, "the fake is not started"
-        return str(self._server.make_url("")).rstrip("/")
-
-    def _app(self) -> web.Application:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        """Start serving."""
-        self._server = TestServer(self._app(), host="127.0.0.1")
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            await self._server.close()
-
-
-class FakeVisionRouter(_Server):
+class FakeVisionRouter(LoopbackServer):
     """KITTY's router, answering chat completions about snapshots."""
 
     def __init__(self, *, token: str, answer: Callable[[bytes], str | Status]) -> None:
@@ -176,7 +144,7 @@ def _kitty_error(status: int, code: str, message: str) -> web.Response:
     )
 
 
-class SnapshotServer(_Server):
+class SnapshotServer(LoopbackServer):
     """A camera's snapshot URL: `GET /snapshot.jpg` serves `image`."""
 
     def __init__(self) -> None:
@@ -202,7 +170,7 @@ class SnapshotServer(_Server):
         return web.Response(body=self.image, content_type="image/jpeg")
 
 
-class FakeObicoML(_Server):
+class FakeObicoML(LoopbackServer):
     """Obico's ML API: fetches `img` itself and reports failure boxes."""
 
     def __init__(
