@@ -745,10 +745,19 @@ def parse_parameters(family_name: str, values: Mapping[str, ParameterValue]) -> 
         pydantic.ValidationError: A value is missing, out of range or inconsistent; each
             error names its parameter.
     """
-    family = FAMILIES.get(family_name)
+    parameters: BaseModel = family_named(family_name).parameters.model_validate(dict(values))
+    return parameters
+
+
+def family_named(name: str) -> PartFamily:
+    """Return the family called `name`.
+
+    Raises:
+        UnknownFamilyError: No family has that name; the message lists the families.
+    """
+    family = FAMILIES.get(name)
     if family is None:
         raise UnknownFamilyError(
-            f"there is no part family {family_name!r}; the families are {', '.join(FAMILIES)}"
+            f"there is no part family {name!r}; the families are {', '.join(FAMILIES)}"
         )
-    parameters: BaseModel = family.parameters.model_validate(dict(values))
-    return parameters
+    return family

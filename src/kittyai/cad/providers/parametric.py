@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from kittyai.cad.families import (
     FAMILIES,
     PartFamily,
-    UnknownFamilyError,
+    family_named,
     parse_parameters as parse_family_parameters,
 )
 from kittyai.cad.geometry import TIMES, GeometryError, check_part, export_part, measure
@@ -76,13 +76,7 @@ def plan(request: GenerateRequest, parent: Artifact | None) -> Plan:
         UnknownFamilyError: The request names a family the library does not have.
     """
     name = request.family or (parent.family if parent is not None else None)
-    family = None
-    if name is not None:
-        family = FAMILIES.get(name)
-        if family is None:
-            raise UnknownFamilyError(
-                f"there is no part family {name!r}; the families are {', '.join(FAMILIES)}"
-            )
+    family = family_named(name) if name is not None else None
     inherited = parent.parameters if parent is not None and parent.family == name else {}
     # More than one variant of the same parameters would be the same part.
     ask_model = request.prompt is not None and (not request.parameters or request.variants > 1)
