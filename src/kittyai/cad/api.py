@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kittyai.cad.families import family_info
 from kittyai.cad.jobs import CadJobs
-from kittyai.cad.llm import ChatModel
 from kittyai.cad.options import CadOptions
 from kittyai.cad.providers.base import CadProvider
 from kittyai.cad.providers.cadquery import CadQueryProvider
@@ -25,6 +24,7 @@ from kittyai.cad.providers.tripo import TripoProvider
 from kittyai.cad.providers.zoo import ZooProvider
 from kittyai.cad.slicer import Slicer
 from kittyai.cad.store import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, CadStore
+from kittyai.chat_model import ChatModel
 from kittyai.contract.cad import (
     Artifact,
     FileKind,

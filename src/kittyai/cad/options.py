@@ -4,6 +4,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from kittyai.chat_model import ModelOptions
 from kittyai.contract.cad import Material
 from kittyai.options import ServiceOptions
 
@@ -48,21 +49,6 @@ DEFAULT_PRINTERS = [
         name="generic", build_x_mm=220, build_y_mm=220, build_z_mm=250, slicer_profile="generic"
     ),
 ]
-
-
-class ModelOptions(BaseModel):
-    """The OpenAI-compatible model the service asks: KITTY's router, normally."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Unset: no model; the library still takes a family and its parameters directly.
-    url: str | None = Field(default=None, description="Base URL, e.g. http://127.0.0.1:8770/v1.")
-    api_key: SecretStr | None = None
-    model: str = "kitty-auto"
-    timeout: float = Field(default=120.0, gt=0)
-    # A whole script fits; a small model that rambles on is cut off instead of
-    # holding the server for minutes.
-    max_tokens: int = Field(default=2048, ge=64, le=32768)
 
 
 class SandboxOptions(BaseModel):

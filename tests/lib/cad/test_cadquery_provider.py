@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 
 from kittyai.cad.geometry import TIMES
-from kittyai.cad.llm import ChatModel
-from kittyai.cad.options import DEFAULT_PRINTERS, ModelOptions, SandboxOptions
+from kittyai.cad.options import DEFAULT_PRINTERS, SandboxOptions
 from kittyai.cad.providers.base import ProviderError, VariantTask
 from kittyai.cad.providers.cadquery import CadQueryProvider
+from kittyai.chat_model import ChatModel, ModelOptions
 from kittyai.contract.cad import (
     Artifact,
     FileKind,

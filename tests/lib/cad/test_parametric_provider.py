@@ -10,11 +10,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kittyai.cad.llm import ChatModel
 from kittyai.cad.mesh import mesh_metrics
-from kittyai.cad.options import DEFAULT_PRINTERS, MATERIAL_DENSITY, ModelOptions
+from kittyai.cad.options import DEFAULT_PRINTERS, MATERIAL_DENSITY
 from kittyai.cad.providers.base import ProviderError, VariantTask
 from kittyai.cad.providers.parametric import NoFamilyFits, ParametricProvider, plan
+from kittyai.chat_model import ChatModel, ModelOptions
 from kittyai.contract.cad import (
     Artifact,
     ArtifactFile,

@@ -12,10 +12,10 @@ from pathlib import Path
 import re
 
 from kittyai.cad.geometry import TIMES
-from kittyai.cad.llm import ChatModel, Message, ModelError
 from kittyai.cad.options import SandboxOptions
 from kittyai.cad.providers.base import NO_MODEL, ProviderError, ProviderResult, VariantTask
 from kittyai.cad.sandbox import ScriptRun, run_script
+from kittyai.chat_model import ChatModel, Message, ModelError
 from kittyai.contract.cad import FileKind, ProviderName
 
 SCRIPT_NAME = "part.py"

@@ -31,9 +31,9 @@ from kittyai.cad.families import (
     parse_parameters as parse_family_parameters,
 )
 from kittyai.cad.geometry import TIMES, GeometryError, check_part, export_part, measure
-from kittyai.cad.llm import ChatModel, Message, ModelError
 from kittyai.cad.options import PrinterProfile
 from kittyai.cad.providers.base import NO_MODEL, ProviderError, ProviderResult, VariantTask
+from kittyai.chat_model import ChatModel, Message, ModelError
 from kittyai.contract.cad import Artifact, GenerateRequest, ParameterValue, ProviderName
 from kittyai.validation import describe_errors
 

@@ -1,4 +1,8 @@
-"""The model the CAD service asks, through any OpenAI-compatible chat API (KITTY's router)."""
+"""The model a service asks, through any OpenAI-compatible chat API (KITTY's router).
+
+The CAD service asks it for part choices and scripts, the knowledge service for
+project summaries.
+"""
 
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -6,13 +10,27 @@ import json
 from typing import Any
 
 import aiohttp
-
-from kittyai.cad.options import ModelOptions
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 type Message = dict[str, str]
-# The JSON this service asks for is a choice and a few numbers; a model that keeps
-# going (grammar-constrained output may pad with whitespace) is cut off early.
+# The JSON services ask for is a choice, a few numbers or a few short lists; a model
+# that keeps going (grammar-constrained output may pad with whitespace) is cut off early.
 JSON_MAX_TOKENS = 512
+
+
+class ModelOptions(BaseModel):
+    """The OpenAI-compatible model the service asks: KITTY's router, normally."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Unset: no model; a service then does only what it can without one.
+    url: str | None = Field(default=None, description="Base URL, e.g. http://127.0.0.1:8770/v1.")
+    api_key: SecretStr | None = None
+    model: str = "kitty-auto"
+    timeout: float = Field(default=120.0, gt=0)
+    # A whole CAD script fits; a small model that rambles on is cut off instead of
+    # holding the server for minutes.
+    max_tokens: int = Field(default=2048, ge=64, le=32768)
 
 
 class ModelError(Exception):

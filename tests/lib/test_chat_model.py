@@ -6,8 +6,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kittyai.cad.llm import JSON_MAX_TOKENS, ChatModel, ModelError
-from kittyai.cad.options import ModelOptions
+from kittyai.chat_model import JSON_MAX_TOKENS, ChatModel, ModelError, ModelOptions
 from tests.helpers.fake_llm import FakeOpenAI, Scripted, ScriptedError, ScriptedReply
 
 SCHEMA = {"type": "object", "properties": {"family": {"type": "string"}}}
