@@ -9,17 +9,17 @@ import asyncio
 from http import HTTPStatus
 import time
 from typing import override
-from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from yarl import URL
 
 from kittyai.client import (
     KittyClient,
     KittyConnectionError,
     KittyError,
-    KittyResponseError,
+    KittyRequestError,
+    path_segment,
 )
 from kittyai.contract.cad import (
     Artifact,
@@ -36,15 +36,8 @@ POLL_INTERVAL = 0.5
 FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED})
 
 
-class CadRequestError(KittyError):
+class CadRequestError(KittyRequestError):
     """The CAD service refused a request (HTTP 4xx), saying why."""
-
-    def __init__(self, code: str, message: str, status: int) -> None:
-        """Keep the service's error code, its message and the HTTP status."""
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 class CadJobTimeoutError(KittyError):
@@ -87,7 +80,7 @@ class CadClient(KittyClient):
 
     async def job(self, job_id: str) -> CadJob:
         """Return a job as it is now."""
-        body = await self._request_json("GET", f"/api/cad/jobs/{_segment(job_id)}")
+        body = await self._request_json("GET", f"/api/cad/jobs/{path_segment(job_id)}")
         return self._parse(CadJob, body, "a job")
 
     # The error of a timeout carries the job as last seen, which asyncio.timeout cannot.
@@ -102,7 +95,7 @@ class CadClient(KittyClient):
 
     async def artifact(self, artifact_id: str) -> Artifact:
         """Return one artifact."""
-        body = await self._request_json("GET", f"/api/cad/artifacts/{_segment(artifact_id)}")
+        body = await self._request_json("GET", f"/api/cad/artifacts/{path_segment(artifact_id)}")
         return self._parse(Artifact, body, "an artifact")
 
     async def artifacts(
@@ -120,7 +113,7 @@ class CadClient(KittyClient):
 
     async def file(self, artifact_id: str, name: str) -> bytes:
         """Return the bytes of one file of an artifact, e.g. `preview.png`."""
-        path = f"/api/cad/artifacts/{_segment(artifact_id)}/files/{_segment(name)}"
+        path = f"/api/cad/artifacts/{path_segment(artifact_id)}/files/{path_segment(name)}"
         try:
             async with self._session.get(
                 self._url.join(URL(path)), headers=self._headers, timeout=self._timeout
@@ -132,7 +125,7 @@ class CadClient(KittyClient):
 
     async def lineage(self, artifact_id: str) -> Lineage:
         """Return an artifact with its ancestors and children."""
-        path = f"/api/cad/artifacts/{_segment(artifact_id)}/lineage"
+        path = f"/api/cad/artifacts/{path_segment(artifact_id)}/lineage"
         return self._parse(Lineage, await self._request_json("GET", path), "a lineage")
 
     async def families(self) -> list[PartFamilyInfo]:
@@ -150,28 +143,6 @@ class CadClient(KittyClient):
         self, response: aiohttp.ClientResponse, path: str, expected: HTTPStatus
     ) -> None:
         """Raise CadRequestError for a refusal the service explains; else as any service."""
-        if (
-            response.status != expected
-            and HTTPStatus.BAD_REQUEST <= response.status < HTTPStatus.INTERNAL_SERVER_ERROR
-            and response.status not in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN)
-        ):
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = None
-            error = body.get("error") if isinstance(body, dict) else None
-            if isinstance(error, dict) and error.get("code") and error.get("message"):
-                raise CadRequestError(str(error["code"]), str(error["message"]), response.status)
+        if response.status not in (expected, HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            await self._raise_explained_refusal(response, CadRequestError)
         await super()._raise_for_status(response, path, expected)
-
-    def _parse[M: BaseModel](self, model: type[M], body: object, what: str) -> M:
-        """Return `body` as `model`; a body that does not fit is the service's fault."""
-        try:
-            return model.model_validate(body)
-        except ValidationError as err:
-            raise KittyResponseError(f"{self._url} sent {what} that is not valid") from err
-
-
-def _segment(value: str) -> str:
-    """Return `value` as one path segment: ids and names cannot climb out of their route."""
-    return quote(value, safe="")

@@ -9,6 +9,7 @@ from enum import StrEnum
 from http import HTTPStatus
 import json
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,6 +38,17 @@ class KittyAuthError(KittyError):
 
 class KittyResponseError(KittyError):
     """The service answered, but not as a KITTY service would."""
+
+
+class KittyRequestError(KittyError):
+    """A service refused a request (HTTP 4xx), saying why."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        """Keep the service's error code, its message and the HTTP status."""
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
 
 
 class ModelKind(StrEnum):
@@ -237,6 +249,33 @@ class KittyClient:
         if isinstance(body, dict) and "error" in body:
             message = f"{message}: {_error_message(body)}"
         raise KittyResponseError(message)
+
+    @staticmethod
+    async def _raise_explained_refusal(
+        response: aiohttp.ClientResponse, error: type[KittyRequestError]
+    ) -> None:
+        """Raise `error` for a 4xx whose KITTY error body gives a code and a message."""
+        if not HTTPStatus.BAD_REQUEST <= response.status < HTTPStatus.INTERNAL_SERVER_ERROR:
+            return
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            return
+        refusal = body.get("error") if isinstance(body, dict) else None
+        if isinstance(refusal, dict) and refusal.get("code") and refusal.get("message"):
+            raise error(str(refusal["code"]), str(refusal["message"]), response.status)
+
+    def _parse[M: BaseModel](self, model: type[M], body: object, what: str) -> M:
+        """Return `body` as `model`; a body that does not fit is the service's fault."""
+        try:
+            return model.model_validate(body)
+        except ValidationError as err:
+            raise KittyResponseError(f"{self._url} sent {what} that is not valid") from err
+
+
+def path_segment(value: str) -> str:
+    """Return `value` as one path segment: ids and names cannot climb out of their route."""
+    return quote(value, safe="")
 
 
 def _error_message(body: Mapping[str, Any]) -> str:

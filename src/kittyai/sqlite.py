@@ -5,11 +5,16 @@ each database gets a thread of its own and the event loop only awaits its jobs.
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 import sqlite3
-from typing import Self
+from typing import ClassVar, Self
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class SqliteDatabase:
@@ -50,6 +55,62 @@ class SqliteDatabase:
         self._executor.shutdown(wait=False)
         await closing
         await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+
+class SqliteStore:
+    """A store in one SQLite file, its rows read by column name, its foreign keys enforced."""
+
+    # The steps of the store's schema (see `SqliteDatabase.open`), and the name of its thread.
+    migrations: ClassVar[Sequence[str]]
+    thread_name: ClassVar[str]
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        """Keep the store in `database`; use `open` instead."""
+        self._database = database
+
+    @classmethod
+    async def open(cls, path: Path) -> Self:
+        """Open the store at `path`, creating or migrating its schema."""
+        database = await SqliteDatabase.open(path, cls.migrations, name=cls.thread_name)
+        await database.run(_configure_store)
+        return cls(database)
+
+    async def close(self) -> None:
+        """Finish the jobs already asked for, then close the database."""
+        await self._database.close()
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """Run the statements of the `with` block in one transaction: all of them or none.
+
+    The connections autocommit each statement on its own; a block that raises rolls back.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def to_epoch_us(moment: datetime) -> int:
+    """Return an aware `moment` as a column stores it: microseconds since the epoch."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(value: int) -> datetime:
+    """Return the UTC time a column stores as microseconds since the epoch."""
+    return _EPOCH + value * _MICROSECOND
+
+
+def _configure_store(connection: sqlite3.Connection) -> None:
+    # Rows by column name, so reads do not depend on the order columns were added in.
+    connection.row_factory = sqlite3.Row
+    # Off by default in SQLite; on, what a row refers to must exist, and deletions
+    # cascade as the schema says.
+    connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _connect(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:

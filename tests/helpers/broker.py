@@ -1,11 +1,14 @@
-"""A real Mosquitto broker on a free port, owned by one test."""
+"""A real Mosquitto broker on a free port, owned by one test or by the tests of a module."""
 
+from collections.abc import Iterator
 import getpass
 from pathlib import Path
 import shutil
 import subprocess
 
-from tests.helpers.net import free_port, wait_for_port
+import pytest
+
+from tests.helpers.net import free_port, loopback_sockets, wait_for_port
 from tests.helpers.processes import terminate
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -52,3 +55,12 @@ class MosquittoBroker:
         """Stop and start the broker on the same port."""
         self.stop()
         self.start()
+
+
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """Run one Mosquitto for a module whose services stay connected across its tests."""
+    with loopback_sockets():
+        broker = MosquittoBroker(tmp_path_factory.mktemp("broker"))
+        broker.start()
+    yield broker
+    broker.stop()

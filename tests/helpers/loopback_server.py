@@ -8,6 +8,9 @@ async with FakeVendor() as fake:
     fake.requests[0].body
 """
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 import json
 from types import TracebackType
@@ -16,6 +19,8 @@ from typing import Any, Self
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
+
+from tests.helpers.net import loopback_sockets
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,23 @@ class LoopbackServer:
             await self._server.close()
 
 
+class RouteServer(LoopbackServer):
+    """Serves a few GET routes, each by its own handler."""
+
+    def __init__(
+        self, routes: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+    ) -> None:
+        """Serve the handler of each path once entered."""
+        super().__init__()
+        self._routes = routes
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        for path, handler in self._routes.items():
+            app.router.add_get(path, handler)
+        return app
+
+
 class RecordingServer(LoopbackServer):
     """A loopback server that keeps every request it received, with its JSON body."""
 
@@ -90,3 +112,17 @@ class RecordingServer(LoopbackServer):
             RecordedRequest(request.path, CIMultiDict(request.headers), body or {})
         )
         return body
+
+
+@asynccontextmanager
+async def serving_for_module[S: LoopbackServer](server: S) -> AsyncIterator[S]:
+    """Serve `server` from a module fixture, for tests that share the module's event loop."""
+    # The module's loop keeps its executor thread (aiomqtt connects through it) from test
+    # to test; started now, Home Assistant's per-test thread check sees it as there before.
+    await asyncio.get_running_loop().run_in_executor(None, int)
+    with loopback_sockets():
+        await server.__aenter__()
+    try:
+        yield server
+    finally:
+        await server.__aexit__(None, None, None)

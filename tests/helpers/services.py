@@ -1,5 +1,7 @@
-"""Run a KITTY service as the real process users run: `python -m kittyai.<name>`."""
+"""Run a KITTY service as the real process users run (`python -m kittyai.<name>`), and call it."""
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 import json
 import os
 from pathlib import Path
@@ -10,6 +12,8 @@ import time
 from typing import Any
 import urllib.error
 import urllib.request
+
+import aiohttp
 
 from kittyai.catalog import ServiceName
 from tests.helpers.net import free_port
@@ -105,3 +109,58 @@ class ServiceProcess:
     def log(self) -> str:
         """Return what the process wrote so far."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a service answered: its status, headers and JSON body (None for another body)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+    @property
+    def code(self) -> str | None:
+        """Return the error code of a JSON error body."""
+        return self.body["error"]["code"] if isinstance(self.body, dict) else None
+
+
+@dataclass(slots=True)
+class ServiceApi:
+    """Calls the HTTP API of one service process as it is, for its statuses and bodies."""
+
+    process: ServiceProcess
+    session: aiohttp.ClientSession
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        token: str | None = None,
+        content_type: str | None = None,
+    ) -> Answer:
+        """Send one request with the process's token, or `token`; an empty one sends none."""
+        token = self.process.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        async with self.session.request(
+            method,
+            self.process.url + path,
+            json=json_body,
+            data=data,
+            params=params,
+            headers=headers,
+        ) as response:
+            body = await response.json() if response.content_type == "application/json" else None
+            return Answer(response.status, dict(response.headers), body)
+
+    async def get(self, path: str, **params: str) -> Any:
+        """Return the JSON body of a GET that must succeed."""
+        answer = await self.call("GET", path, params=params)
+        assert answer.status == 200, answer.body
+        return answer.body

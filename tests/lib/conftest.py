@@ -1,10 +1,11 @@
-"""Fixtures for the service library tests: service processes and probes."""
+"""Fixtures for the service library tests: service processes, probes, an HTTP session."""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from kittyai.catalog import ServiceName
@@ -44,3 +45,10 @@ async def fake_supervisor(mqtt_broker: MosquittoBroker) -> AsyncIterator[FakeSup
     await supervisor.start()
     yield supervisor
     await supervisor.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for one test."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -6,7 +6,6 @@ module; each test makes the parts it asserts on.
 
 from collections.abc import AsyncIterator, Iterator
 import math
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -16,6 +15,7 @@ from kittyai.cad_client import CadClient, CadJobTimeoutError, CadRequestError
 from kittyai.catalog import ServiceName
 from kittyai.client import KittyAuthError, KittyConnectionError, KittyResponseError
 from kittyai.contract.cad import FileKind, GenerateRequest, JobState, Material, ProviderName
+from tests.helpers.loopback_server import RouteServer
 from tests.helpers.net import free_port, loopback_sockets
 from tests.helpers.services import ServiceProcess
 
@@ -36,12 +36,6 @@ def cad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
         process.start(timeout=60)
     yield process
     process.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -203,7 +197,7 @@ async def test_wrong_token_and_no_service(
 
 
 @pytest.fixture
-async def not_cad_url(tmp_path: Path) -> AsyncIterator[str]:
+async def not_cad_url() -> AsyncIterator[str]:
     """Serve the CAD routes on 127.0.0.1 with bodies that are not the CAD service's."""
 
     async def artifacts(_: web.Request) -> web.Response:
@@ -212,15 +206,10 @@ async def not_cad_url(tmp_path: Path) -> AsyncIterator[str]:
     async def refused(_: web.Request) -> web.Response:
         return web.Response(status=422, text="<html>no</html>", content_type="text/html")
 
-    app = web.Application()
-    app.router.add_get("/api/cad/artifacts", artifacts)
-    app.router.add_get("/api/cad/families", refused)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with RouteServer(
+        {"/api/cad/artifacts": artifacts, "/api/cad/families": refused}
+    ) as server:
+        yield server.url
 
 
 async def test_answers_that_break_the_api(not_cad_url: str, session: aiohttp.ClientSession) -> None:

@@ -19,12 +19,6 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield fake
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def like_llama_cpp_python(body: dict[str, Any]) -> Scripted:
     """Answer as llama-cpp-python's server does: `json_schema` is an error, `json_object` works."""
     if body["response_format"]["type"] != "json_object":

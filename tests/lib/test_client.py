@@ -1,6 +1,6 @@
 """KittyClient's router calls: against a real router, and against servers that misbehave."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -23,12 +23,6 @@ from tests.helpers.net import free_port
 from tests.lib.conftest import StartService
 
 TOKEN = "client-token-0123456789"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_router_calls(start_service: StartService, session: aiohttp.ClientSession) -> None:

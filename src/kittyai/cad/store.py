@@ -5,12 +5,10 @@ resumes them. Artifacts never change once written: SQLite triggers abort any UPD
 or DELETE, so a child can never rewrite the parent it was made from.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 import json
-from pathlib import Path
 import secrets
 import sqlite3
-from typing import Self
 
 from pydantic import TypeAdapter
 
@@ -22,7 +20,7 @@ from kittyai.contract.cad import (
     JobState,
     VariantResult,
 )
-from kittyai.sqlite import SqliteDatabase
+from kittyai.sqlite import SqliteStore, from_epoch_us, to_epoch_us, transaction
 
 ID_BYTES = 8
 DEFAULT_LIST_LIMIT = 20
@@ -78,8 +76,6 @@ _MIGRATIONS = (
     END;
     """,
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _VARIANTS = TypeAdapter(list[VariantResult])
 _FILES = TypeAdapter(list[ArtifactFile])
 _INSERT_JOB = (
@@ -125,23 +121,11 @@ def new_id() -> str:
     return secrets.token_hex(ID_BYTES)
 
 
-class CadStore:
+class CadStore(SqliteStore):
     """The jobs and the artifacts of one CAD service."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
-        """Keep jobs and artifacts in `database`; use `open` instead."""
-        self._database = database
-
-    @classmethod
-    async def open(cls, path: Path) -> Self:
-        """Open the store at `path`, creating or migrating its schema."""
-        database = await SqliteDatabase.open(path, _MIGRATIONS, name="cad-store")
-        await database.run(_configure)
-        return cls(database)
-
-    async def close(self) -> None:
-        """Finish the jobs already asked for, then close the database."""
-        await self._database.close()
+    migrations = _MIGRATIONS
+    thread_name = "cad-store"
 
     async def create_job(self, request: GenerateRequest) -> CadJob:
         """Store a new queued job for `request` and return it."""
@@ -207,21 +191,6 @@ class CadStore:
         return await self._database.run(_select_artifacts, _SELECT_CHILDREN, (artifact_id,))
 
 
-def _configure(connection: sqlite3.Connection) -> None:
-    # Rows by column name, so reads do not depend on the order columns were added in.
-    connection.row_factory = sqlite3.Row
-    # Off by default in SQLite; on, an artifact's parent and job must exist.
-    connection.execute("PRAGMA foreign_keys = ON")
-
-
-def _epoch_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _from_epoch_us(value: int) -> datetime:
-    return _EPOCH + value * _MICROSECOND
-
-
 def _execute(connection: sqlite3.Connection, statement: str, values: dict[str, object]) -> None:
     connection.execute(statement, values)
 
@@ -234,8 +203,8 @@ def _job_row(job: CadJob) -> dict[str, object]:
         "request": job.request.model_dump_json(),
         "variants": _VARIANTS.dump_json(job.variants).decode(),
         "error": job.error,
-        "created_at_us": _epoch_us(job.created_at),
-        "updated_at_us": _epoch_us(job.updated_at),
+        "created_at_us": to_epoch_us(job.created_at),
+        "updated_at_us": to_epoch_us(job.updated_at),
     }
 
 
@@ -250,8 +219,8 @@ def _select_jobs(
             request=GenerateRequest.model_validate_json(row["request"]),
             variants=_VARIANTS.validate_json(row["variants"]),
             error=row["error"],
-            created_at=_from_epoch_us(row["created_at_us"]),
-            updated_at=_from_epoch_us(row["updated_at_us"]),
+            created_at=from_epoch_us(row["created_at_us"]),
+            updated_at=from_epoch_us(row["updated_at_us"]),
         )
         for row in connection.execute(query, values).fetchall()
     ]
@@ -268,18 +237,12 @@ def _insert_artifact(
         "metrics": artifact.metrics.model_dump_json(),
         "slice": artifact.slice.model_dump_json() if artifact.slice is not None else None,
         "files": _FILES.dump_json(artifact.files).decode(),
-        "created_at_us": _epoch_us(artifact.created_at),
+        "created_at_us": to_epoch_us(artifact.created_at),
     }
-    # The connection autocommits each statement; these two go in one transaction.
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(connection):
         connection.execute(_INSERT_ARTIFACT, row)
         if job is not None:
             connection.execute(_UPDATE_JOB, _job_row(job))
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
 
 
 def _select_artifacts(
@@ -291,6 +254,6 @@ def _select_artifacts(
         for name in ("parameters", "metrics", "slice", "files"):
             if fields[name] is not None:
                 fields[name] = json.loads(fields[name])
-        fields["created_at"] = _from_epoch_us(fields.pop("created_at_us"))
+        fields["created_at"] = from_epoch_us(fields.pop("created_at_us"))
         artifacts.append(Artifact.model_validate(fields))
     return artifacts

@@ -1,20 +1,16 @@
-"""Shared helpers of the CAD service tests: STL files, service processes, a client."""
+"""Shared helpers of the CAD service tests: STL files, service processes and their API."""
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 import struct
 import time
 from typing import Any
 
-import aiohttp
-import pytest
-
 from kittyai.catalog import ServiceName
 from kittyai.contract.cad import Artifact, CadJob, JobState
 from tests.helpers.net import loopback_sockets
-from tests.helpers.services import ServiceProcess
+from tests.helpers.services import ServiceApi, ServiceProcess
 
 # Loading the CAD kernel alone takes about 4 s, more on a busy machine.
 STARTUP_TIMEOUT_S = 60.0
@@ -52,41 +48,8 @@ def start_cad_service(
 
 
 @dataclass(slots=True)
-class Answer:
-    """What the CAD service answered."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: Any
-
-
-@dataclass(slots=True)
-class CadClient:
-    """Calls one CAD service process like the integration does."""
-
-    process: ServiceProcess
-    session: aiohttp.ClientSession
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        data: bytes | None = None,
-        token: str | None = None,
-    ) -> Answer:
-        headers = {"Authorization": f"Bearer {token or self.process.token}"}
-        async with self.session.request(
-            method, self.process.url + path, json=json_body, data=data, headers=headers
-        ) as response:
-            body = await response.json() if response.content_type == "application/json" else None
-            return Answer(response.status, dict(response.headers), body)
-
-    async def get(self, path: str) -> Any:
-        answer = await self.call("GET", path)
-        assert answer.status == 200, answer.body
-        return answer.body
+class CadApi(ServiceApi):
+    """Calls one CAD service process as it is."""
 
     async def submit(self, **request: Any) -> CadJob:
         answer = await self.call("POST", "/api/cad/generate", json_body=request)
@@ -128,9 +91,3 @@ class CadClient:
         async with self.session.get(url, headers=headers) as response:
             assert response.status == 200, await response.text()
             return response.content_type, await response.read()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session

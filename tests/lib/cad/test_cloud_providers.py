@@ -1,7 +1,6 @@
 """The cloud CAD providers against protocol-faithful fakes of Zoo and Tripo."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -30,12 +29,6 @@ TRIPO_KEY = "tsk_0123456789abcdef"
 PROMPT = "an L bracket 60 mm long, 30 mm wide and 40 mm tall with 5 mm screw holes"
 POLL = 0.01
 PRINTER = DEFAULT_PRINTERS[0]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

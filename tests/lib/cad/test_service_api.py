@@ -16,7 +16,7 @@ from kittyai.cad.mesh import mesh_metrics
 from kittyai.cad.options import DEFAULT_PRINTERS
 from kittyai.contract.cad import Artifact, FileKind, JobState, Lineage, ProviderName
 from tests.helpers.services import ServiceProcess
-from tests.lib.cad.conftest import CadClient, start_cad_service
+from tests.lib.cad.conftest import CadApi, start_cad_service
 
 PLA_DENSITY = 1.24
 BOX_WITH_HOLE = {"length": 40, "width": 30, "height": 10, "hole_diameter": 8}
@@ -53,12 +53,12 @@ def cad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture
-def client(cad: ServiceProcess, session: Any) -> CadClient:
-    return CadClient(cad, session)
+def client(cad: ServiceProcess, session: Any) -> CadApi:
+    return CadApi(cad, session)
 
 
 async def test_a_box_with_a_hole_comes_with_cad_files_preview_and_gcode(
-    client: CadClient, tmp_path: Path
+    client: CadApi, tmp_path: Path
 ) -> None:
     job, [artifact] = await client.make(
         family="box", parameters=BOX_WITH_HOLE, conversation_id="workbench"
@@ -119,7 +119,7 @@ async def test_a_box_with_a_hole_comes_with_cad_files_preview_and_gcode(
     assert [item["id"] for item in listed["artifacts"]] == [artifact.id]
 
 
-async def test_slice_off_gives_cad_files_and_preview_only(client: CadClient) -> None:
+async def test_slice_off_gives_cad_files_and_preview_only(client: CadApi) -> None:
     job, [artifact] = await client.make(
         family="spacer", parameters={"height": 20}, material="petg", slice=False
     )
@@ -139,7 +139,7 @@ async def test_slice_off_gives_cad_files_and_preview_only(client: CadClient) -> 
 
 
 async def test_a_part_that_cannot_be_sliced_keeps_its_cad_files_and_says_why(
-    client: CadClient,
+    client: CadApi,
 ) -> None:
     job, [artifact] = await client.make(family="box", printer="broken")
 
@@ -154,7 +154,7 @@ async def test_a_part_that_cannot_be_sliced_keeps_its_cad_files_and_says_why(
 
 
 async def test_a_child_changes_one_parameter_and_leaves_its_parent_untouched(
-    client: CadClient,
+    client: CadApi,
 ) -> None:
     _, [parent] = await client.make(family="box", parameters=BOX_WITH_HOLE, slice=False)
     parent_json = await client.get(f"/api/cad/artifacts/{parent.id}")
@@ -191,7 +191,7 @@ async def test_a_child_changes_one_parameter_and_leaves_its_parent_untouched(
     assert [a.id for a in parent_lineage.children] == [child.id]
 
 
-async def test_families_and_printers_are_listed(client: CadClient) -> None:
+async def test_families_and_printers_are_listed(client: CadApi) -> None:
     families = {item["name"]: item for item in (await client.get("/api/cad/families"))["families"]}
     printers = (await client.get("/api/cad/printers"))["printers"]
 
@@ -206,7 +206,7 @@ async def test_families_and_printers_are_listed(client: CadClient) -> None:
     ]
 
 
-async def test_artifacts_are_listed_newest_first_up_to_the_limit(client: CadClient) -> None:
+async def test_artifacts_are_listed_newest_first_up_to_the_limit(client: CadApi) -> None:
     made: list[Artifact] = []
     for height in (5, 6, 7):
         _, [artifact] = await client.make(
@@ -284,7 +284,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(("body", "code", "message"), REFUSED)
 async def test_requests_that_cannot_be_made_are_refused_with_the_reason(
-    client: CadClient, body: dict[str, Any], code: str | None, message: str | None
+    client: CadApi, body: dict[str, Any], code: str | None, message: str | None
 ) -> None:
     answer = await client.call("POST", "/api/cad/generate", json_body={**body, "slice": False})
 
@@ -300,7 +300,7 @@ async def test_requests_that_cannot_be_made_are_refused_with_the_reason(
     assert answer.body["correlation_id"]
 
 
-async def test_broken_json_and_missing_tokens_are_refused(client: CadClient) -> None:
+async def test_broken_json_and_missing_tokens_are_refused(client: CadApi) -> None:
     broken = await client.call("POST", "/api/cad/generate", data=b'{"family": "box"')
     no_token = await client.session.get(client.process.url + "/api/cad/families")
     wrong_token = await client.call("GET", "/api/cad/families", token="not-the-token-0000")
@@ -311,7 +311,7 @@ async def test_broken_json_and_missing_tokens_are_refused(client: CadClient) -> 
     assert (wrong_token.status, wrong_token.body["error"]["code"]) == (401, "unauthorized")
 
 
-async def test_unknown_jobs_artifacts_and_files_are_404(client: CadClient) -> None:
+async def test_unknown_jobs_artifacts_and_files_are_404(client: CadApi) -> None:
     _, [artifact] = await client.make(family="box", slice=False)
 
     for path, code in (

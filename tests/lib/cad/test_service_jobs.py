@@ -28,11 +28,12 @@ from kittyai.contract.cad import (
     ProviderName,
     VariantResult,
 )
-from tests.helpers.broker import MosquittoBroker
+from tests.helpers.broker import MosquittoBroker, module_broker
 from tests.helpers.fake_llm import FakeOpenAI, ScriptedReply
+from tests.helpers.loopback_server import serving_for_module
 from tests.helpers.net import loopback_sockets
 from tests.helpers.services import ServiceProcess
-from tests.lib.cad.conftest import CadClient, start_cad_service
+from tests.lib.cad.conftest import CadApi, start_cad_service
 from tests.lib.mqtt_probe import MqttProbe, text
 from tests.lib.test_contract import validator
 from tests.lib.waiting import wait_until
@@ -64,23 +65,13 @@ def spacer_volume(outer_diameter: float, inner_diameter: float, height: float) -
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    with loopback_sockets():
-        broker = MosquittoBroker(tmp_path_factory.mktemp("broker"))
-        broker.start()
-    yield broker
-    broker.stop()
+    yield from module_broker(tmp_path_factory)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def model() -> AsyncIterator[FakeOpenAI]:
-    # The module's loop keeps its executor thread (aiomqtt connects through it) from test
-    # to test; started now, Home Assistant's per-test thread check sees it as there before.
-    await asyncio.get_running_loop().run_in_executor(None, int)
-    with loopback_sockets():
-        fake = FakeOpenAI(api_key="sk-router-0123")
-        await fake.__aenter__()
-    yield fake
-    await fake.__aexit__(None, None, None)
+    async with serving_for_module(FakeOpenAI(api_key="sk-router-0123")) as fake:
+        yield fake
 
 
 def cad_options(model: FakeOpenAI) -> dict[str, Any]:
@@ -105,13 +96,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def client(cad: ServiceProcess, session: aiohttp.ClientSession, model: FakeOpenAI) -> CadClient:
+def client(cad: ServiceProcess, session: aiohttp.ClientSession, model: FakeOpenAI) -> CadApi:
     model.requests.clear()
-    return CadClient(cad, session)
+    return CadApi(cad, session)
 
 
 async def test_the_model_picks_a_family_and_its_parameters_for_a_prompt(
-    client: CadClient, model: FakeOpenAI
+    client: CadApi, model: FakeOpenAI
 ) -> None:
     model.enqueue(family_answer("spacer", **M3_SPACER))
 
@@ -135,7 +126,7 @@ async def test_the_model_picks_a_family_and_its_parameters_for_a_prompt(
 
 
 async def test_an_invalid_answer_is_repaired_in_one_more_round(
-    client: CadClient, model: FakeOpenAI
+    client: CadApi, model: FakeOpenAI
 ) -> None:
     model.enqueue(
         family_answer("spacer", outer_diameter=7, inner_diameter=8, height=20),
@@ -155,7 +146,7 @@ async def test_an_invalid_answer_is_repaired_in_one_more_round(
 
 
 async def test_a_prompt_no_family_fits_goes_to_a_cadquery_script(
-    client: CadClient, model: FakeOpenAI
+    client: CadApi, model: FakeOpenAI
 ) -> None:
     model.enqueue(
         family_answer("none"),
@@ -182,7 +173,7 @@ async def test_a_prompt_no_family_fits_goes_to_a_cadquery_script(
 
 
 async def test_variants_are_different_readings_of_the_prompt(
-    client: CadClient, model: FakeOpenAI
+    client: CadApi, model: FakeOpenAI
 ) -> None:
     model.enqueue(
         family_answer("knob", diameter=30, height=15, grip_ridges=12),
@@ -200,9 +191,7 @@ async def test_variants_are_different_readings_of_the_prompt(
     assert "variant 2 of 2" in second["messages"][-1]["content"]
 
 
-async def test_a_prompt_changes_the_parents_parameters(
-    client: CadClient, model: FakeOpenAI
-) -> None:
+async def test_a_prompt_changes_the_parents_parameters(client: CadApi, model: FakeOpenAI) -> None:
     _, [parent] = await client.make(family="spacer", parameters=M3_SPACER, slice=False)
     model.enqueue(family_answer("spacer", height=25))
 
@@ -220,7 +209,7 @@ async def test_a_prompt_changes_the_parents_parameters(
 
 
 async def test_job_events_arrive_in_order_on_mqtt(
-    client: CadClient, model: FakeOpenAI, broker: MosquittoBroker
+    client: CadApi, model: FakeOpenAI, broker: MosquittoBroker
 ) -> None:
     bad = family_answer("spacer", outer_diameter=-7, inner_diameter=3, height=20)
     model.enqueue(bad, bad)
@@ -272,7 +261,7 @@ async def test_a_job_killed_midway_resumes_without_redoing_its_finished_variants
 
     model.respond_with(answer)
     process = start_cad_service(tmp_path, **cad_options(model))
-    client = CadClient(process, session)
+    client = CadApi(process, session)
     try:
         job = await client.submit(
             prompt="three spacers", variants=3, conversation_id="crash", slice=False
@@ -311,7 +300,7 @@ async def test_a_job_killed_midway_resumes_without_redoing_its_finished_variants
         process.kill()
 
 
-async def first_variant_done(client: CadClient, job_id: str) -> CadJob:
+async def first_variant_done(client: CadApi, job_id: str) -> CadJob:
     """Return the job as soon as its first variant is done, before the last one is."""
     while True:
         job = await client.job(job_id)
@@ -342,7 +331,7 @@ async def test_a_folder_left_between_rename_and_insert_is_removed_on_restart(
 
     process = start_cad_service(tmp_path)
     try:
-        client = CadClient(process, session)
+        client = CadApi(process, session)
         done = await client.finished(job.id)
 
         assert done.state is JobState.DONE

@@ -60,12 +60,6 @@ def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoonrakerServe
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def client(
     moonraker: MoonrakerServer, session: aiohttp.ClientSession
 ) -> AsyncIterator[MoonrakerClient]:

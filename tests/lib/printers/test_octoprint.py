@@ -6,7 +6,7 @@ Virtual Printer really waits out.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 import re
 import time
@@ -44,12 +44,6 @@ def octoprint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OctoPrintSer
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

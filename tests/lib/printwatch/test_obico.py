@@ -33,12 +33,6 @@ def jpeg(shade: int = 120) -> bytes:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def camera() -> AsyncIterator[SnapshotServer]:
     async with SnapshotServer() as camera:
         camera.image = jpeg()

@@ -1,6 +1,5 @@
 """The vision detector against a fake of KITTY's router that speaks Chat Completions."""
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 import io
 import json
@@ -37,12 +36,6 @@ def jpeg(colour: tuple[int, int, int] = (180, 150, 90), kind: str = "JPEG") -> b
 
 def verdict(failure: object, confidence: object, reason: object = "looks fine") -> str:
     return json.dumps({"failure": failure, "confidence": confidence, "reason": reason})
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def score_with(session: aiohttp.ClientSession, answer: str | Status, **kwargs: object):

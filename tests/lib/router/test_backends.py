@@ -121,12 +121,6 @@ def make_backend(name: str, url: str, session: aiohttp.ClientSession, **options:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 async def vendor(
     request: pytest.FixtureRequest, session: aiohttp.ClientSession
 ) -> AsyncIterator[Vendor]:

@@ -5,7 +5,6 @@ on), then the router's `openai_compatible` adapter against it. Greedy decoding
 (temperature 0) makes every answer repeatable.
 """
 
-from collections.abc import AsyncIterator
 import json
 from typing import Any
 
@@ -51,13 +50,6 @@ DOOR_TOOL_TURN = [
     },
     {"role": "tool", "tool_call_id": "call_1", "content": "shop door: locked"},
 ]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """Return an HTTP client session for one test."""
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def _chat(
