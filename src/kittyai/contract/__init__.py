@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kittyai.catalog import ServiceName
 from kittyai.contract.cad import CadJobEvent
+from kittyai.contract.rag import KnowledgeStats
 from kittyai.contract.routing import RouterStats, RoutingDecision
 
 CONTRACT_VERSION = 1
@@ -114,7 +115,26 @@ CAD_JOB = TopicSpec(
     ),
 )
 
-TOPICS: tuple[TopicSpec, ...] = (AVAILABILITY, INFO, ROUTER_STATS, ROUTER_DECISION, CAD_JOB)
+RAG_STATS = TopicSpec(
+    name="rag_stats",
+    pattern=TOPIC_ROOT + "/rag/stats",
+    qos=1,
+    retain=True,
+    payload=KnowledgeStats,
+    description=(
+        "The knowledge base's counts, last ingest and active projects, re-sent after every"
+        " ingest, deletion and note."
+    ),
+)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    AVAILABILITY,
+    INFO,
+    ROUTER_STATS,
+    ROUTER_DECISION,
+    CAD_JOB,
+    RAG_STATS,
+)
 
 
 def service_from_topic(topic: str) -> ServiceName | None:

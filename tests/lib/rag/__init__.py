@@ -1,0 +1,1 @@
+"""Tests of the knowledge service library: parsing, chunking, search and the service."""
