@@ -355,13 +355,19 @@ class DevStack:
         self.root = root
         self.logs = root / "logs"
         self.ha_config = root / "ha"
+        self.share_dir = root / "share"
         self.credentials_path = root / "credentials.json"
         self.processes = ProcessGroup(self.logs)
 
     def prepare(self) -> StackPorts:
         """Create the folders and config files; return the stack's ports."""
         # HA serves /local/ (KITTY's CAD previews) only from a www folder there at start.
-        for folder in (self.logs, self.ha_config / "www", self.root / "mosquitto"):
+        for folder in (
+            self.logs,
+            self.ha_config / "www",
+            self.root / "mosquitto",
+            self.share_dir / "kitty" / "knowledge",
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         if not LLM_GGUF.exists():
             raise StackError(f"{LLM_GGUF} is missing: run scripts/bootstrap")
@@ -411,13 +417,18 @@ class DevStack:
                         "timeout": 120,
                     }
                 ]
-            if name is ServiceName.CAD:
-                # The CAD service reads prompts through the router, like any KITTY client.
+            if name in (ServiceName.CAD, ServiceName.RAG):
+                # CAD reads prompts and knowledge writes project summaries through the
+                # router, like any KITTY client.
                 options["model"] = {
                     "url": f"http://127.0.0.1:{ports.services[ServiceName.ROUTER]}/v1",
                     "api_key": self._token(ServiceName.ROUTER),
                     "model": "kitty-auto",
                 }
+            if name is ServiceName.RAG:
+                # The share folder of an installation: drop files into its
+                # kitty/knowledge/ and they are ingested.
+                options["share_dir"] = str(self.share_dir)
             (service_dir / "options.json").write_text(
                 json.dumps(options, indent=2), encoding="utf-8"
             )
@@ -518,6 +529,7 @@ class DevStack:
         ha_url = f"http://127.0.0.1:{ports.ha}"
         router_url = f"http://127.0.0.1:{ports.services[ServiceName.ROUTER]}"
         cad_url = f"http://127.0.0.1:{ports.services[ServiceName.CAD]}"
+        rag_url = f"http://127.0.0.1:{ports.services[ServiceName.RAG]}"
         async with aiohttp.ClientSession() as session:
             llm_models = f"http://127.0.0.1:{ports.llm}/v1/models"
             await wait_until(lambda: _is_ok(session, llm_models), "the local model")
@@ -539,14 +551,20 @@ class DevStack:
             await ha.ensure_entry("kitty", {"url": router_url, "token": router_token})
             await ha.wait_entry_loaded("kitty")
             await ha.set_options(
-                "kitty", {"cad": {"url": cad_url, "token": self._token(ServiceName.CAD)}}
+                "kitty",
+                {
+                    "cad": {"url": cad_url, "token": self._token(ServiceName.CAD)},
+                    "rag": {"url": rag_url, "token": self._token(ServiceName.RAG)},
+                },
             )
             await ha.wait_entry_loaded("kitty")
         log("")
         log(f"KITTY is running: {ha_url}")
         log(f"  user: {USERNAME}  password: {ha.credentials['password']}")
         log(f"  long-lived token and password: {self.credentials_path}")
-        log(f"  router API: {router_url}  CAD API: {cad_url}  logs: {self.logs}")
+        log(f"  router API: {router_url}  CAD API: {cad_url}  knowledge API: {rag_url}")
+        log(f"  knowledge watch folder: {self.share_dir / 'kitty' / 'knowledge'}")
+        log(f"  logs: {self.logs}")
         log(f"  local model: http://127.0.0.1:{ports.llm}/v1 ({LLM_MODEL})")
         log("Press Ctrl-C to stop everything.")
 

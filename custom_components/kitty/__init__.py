@@ -15,18 +15,23 @@ from homeassistant.helpers.typing import ConfigType
 from kittyai.cad_client import CadClient
 from kittyai.client import KittyAuthError, KittyClient, KittyError
 from kittyai.contract import ServiceInfo
+from kittyai.rag_client import RagClient
 
-from .cad import LatestPartCoordinator, cad_client
+from .cad import LatestPartCoordinator
 from .const import (
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_CONVERSATION_OPTIONS,
     DOMAIN,
+    SECTION_CAD,
+    SECTION_RAG,
     SUBENTRY_CONVERSATION,
     SUBENTRY_PRINTER,
 )
 from .coordinator import KittyCoordinator
+from .knowledge import KnowledgeCoordinator
 from .llm_api import KittyLLMAPI
 from .memory import ConversationMemory
+from .optional_service import optional_service_client
 from .print_monitor import MonitorSettings, PrintMonitor
 from .printer_coordinator import PrinterCoordinator
 from .remote_mode import RemoteMode
@@ -63,12 +68,19 @@ class KittyRuntimeData:
     scenes: dict[str, PrinterScenes]
     # The newest part of the CAD service the entry's options name; None without one.
     latest_part: LatestPartCoordinator | None = None
+    # The statistics of the knowledge service the entry's options name; None without one.
+    knowledge: KnowledgeCoordinator | None = None
     remote_mode: RemoteMode = field(default_factory=RemoteMode)
 
     @property
     def cad(self) -> CadClient | None:
         """Return the client of the entry's CAD service; None without one."""
         return self.latest_part.client if self.latest_part is not None else None
+
+    @property
+    def rag(self) -> RagClient | None:
+        """Return the client of the entry's knowledge service; None without one."""
+        return self.knowledge.client if self.knowledge is not None else None
 
 
 type KittyConfigEntry = ConfigEntry[KittyRuntimeData]
@@ -82,7 +94,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
-    """Connect to the KITTY router, follow the services over MQTT, reach printers and CAD."""
+    """Connect to the router, follow the services over MQTT, reach printers, CAD, knowledge."""
     url: str = entry.data[CONF_URL]
     client = KittyClient(async_get_clientsession(hass), url, entry.data[CONF_TOKEN])
     try:
@@ -120,10 +132,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
         subentry_id: PrinterScenes(hass, entry, printer, scene_store)
         for subentry_id, printer in printers.items()
     }
-    cad = cad_client(hass, entry.options)
+    cad = optional_service_client(hass, entry.options, SECTION_CAD, CadClient)
     latest_part = None if cad is None else LatestPartCoordinator(hass, entry, cad)
+    rag = optional_service_client(hass, entry.options, SECTION_RAG, RagClient)
+    knowledge = None if rag is None else KnowledgeCoordinator(hass, entry, rag)
     entry.runtime_data = KittyRuntimeData(
-        client, router_info, coordinator, printers, monitors, scenes, latest_part
+        client, router_info, coordinator, printers, monitors, scenes, latest_part, knowledge
     )
     for subentry_id, printer in printers.items():
         printer.async_start()
@@ -133,6 +147,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
     if latest_part is not None:
         # The CAD service is optional: one that is down only makes its image unavailable.
         await latest_part.async_start()
+    if knowledge is not None:
+        # So is the knowledge service: one that is down only makes its sensors unavailable.
+        await knowledge.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True

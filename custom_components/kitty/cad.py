@@ -6,11 +6,9 @@ through Home Assistant, whenever the service announces a finished job over MQTT,
 and, as a safety net, every few minutes.
 """
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-import logging
 from pathlib import Path
 import re
 import shutil
@@ -18,42 +16,34 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Final, override
 
 from homeassistant.components import mqtt
-from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_TOKEN, CONF_URL
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers.aiohttp_client import async_get_clientsession
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
-from pydantic import ValidationError
 
-from kittyai.cad_client import CadClient, CadJobTimeoutError, CadRequestError
+from kittyai.cad_client import CadClient, CadJobTimeoutError
 from kittyai.catalog import ServiceName
-from kittyai.client import KittyAuthError, KittyError, KittyResponseError
+from kittyai.client import KittyResponseError
 from kittyai.contract import CAD_JOB
 from kittyai.contract.cad import Artifact, CadJobEvent, FileKind, JobState
 
-from .const import CAD_PREVIEW_DIR, CAD_PREVIEW_URL, DOMAIN, SECTION_CAD
+from .const import CAD_PREVIEW_DIR, CAD_PREVIEW_URL, DOMAIN
+from .optional_service import (
+    OptionalServiceCoordinator,
+    ServiceErrorKeys,
+    translated_service_errors,
+)
 
 if TYPE_CHECKING:
     from . import KittyConfigEntry
 
-_LOGGER = logging.getLogger(__name__)
-
 PREVIEW_FILE: Final = "preview.png"
-# MQTT tells of every finished job: polling only covers a broker that was away.
-SAFETY_INTERVAL: Final = timedelta(minutes=5)
 # Artifact ids become file names: only these characters may.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# The service's refusals that have a message of their own in Home Assistant.
-_REQUEST_ERROR_KEYS: Final = {"artifact_not_found": "unknown_artifact"}
-
-
-def cad_client(hass: HomeAssistant, options: Mapping[str, Any]) -> CadClient | None:
-    """Return the client of the CAD service an entry's options name; None without one."""
-    cad = options.get(SECTION_CAD) or {}
-    if not cad.get(CONF_URL):
-        return None
-    return CadClient(async_get_clientsession(hass), cad[CONF_URL], cad.get(CONF_TOKEN, ""))
+_ERROR_KEYS: Final = ServiceErrorKeys(
+    rejected="cad_rejected",
+    invalid_auth="cad_invalid_auth",
+    unavailable="cad_unavailable",
+    by_code={"artifact_not_found": "unknown_artifact"},
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,106 +54,53 @@ class LatestPart:
     preview: bytes | None
 
 
-class LatestPartCoordinator(DataUpdateCoordinator[LatestPart | None]):
+class LatestPartCoordinator(OptionalServiceCoordinator[CadClient, LatestPart | None]):
     """Keeps the CAD service's newest part; None while the service has made none."""
 
-    config_entry: ConfigEntry
-
-    def __init__(self, hass: HomeAssistant, entry: ConfigEntry, client: CadClient) -> None:
-        """Follow the CAD service `client` talks to."""
-        super().__init__(
-            hass,
-            _LOGGER,
-            config_entry=entry,
-            name=f"{DOMAIN} CAD",
-            update_interval=SAFETY_INTERVAL,
-            always_update=False,
-        )
-        self.client = client
-
-    async def async_start(self) -> None:
-        """Read the newest part without holding up setup, and follow finished jobs."""
-        entry = self.config_entry
-        entry.async_create_task(
-            self.hass, self.async_refresh(), "KITTY CAD first refresh", eager_start=True
-        )
-        entry.async_on_unload(
-            await mqtt.async_subscribe(
-                self.hass,
-                CAD_JOB.topic(ServiceName.CAD),
-                self._async_handle_job,
-                qos=CAD_JOB.qos,
-            )
-        )
+    service = ServiceName.CAD
+    label = "CAD"
+    error_keys = _ERROR_KEYS
 
     @override
-    async def _async_update_data(self) -> LatestPart | None:
+    async def async_start(self) -> None:
+        """Read the newest part without holding up setup, and follow finished jobs."""
+        await super().async_start()
+        await self._async_follow(CAD_JOB, self._async_handle_job)
+
+    @override
+    async def _async_fetch(self) -> LatestPart | None:
         """Ask for the newest artifact, and for its preview when it is a new one."""
-        try:
-            newest = await self.client.artifacts(limit=1)
-            if not newest:
-                return None
-            artifact = newest[0]
-            if self.data is not None and self.data.artifact.id == artifact.id:
-                return self.data
-            preview = None
-            if any(file.name == PREVIEW_FILE for file in artifact.files):
-                preview = await self.client.file(artifact.id, PREVIEW_FILE)
-        except KittyError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="cad_unavailable",
-                translation_placeholders={"url": str(self.client.url), "error": str(err)},
-            ) from err
+        newest = await self.client.artifacts(limit=1)
+        if not newest:
+            return None
+        artifact = newest[0]
+        if self.data is not None and self.data.artifact.id == artifact.id:
+            return self.data
+        preview = None
+        if any(file.name == PREVIEW_FILE for file in artifact.files):
+            preview = await self.client.file(artifact.id, PREVIEW_FILE)
         return LatestPart(artifact, preview)
 
     @callback
     def _async_handle_job(self, msg: mqtt.ReceiveMessage) -> None:
         """Read the newest part again once a job finished with parts."""
-        try:
-            event = CadJobEvent.model_validate_json(msg.payload)
-        except ValidationError:
-            _LOGGER.warning(
-                "Ignoring a payload on %s that breaks the KITTY contract: %.200r",
-                msg.topic,
-                msg.payload,
-            )
-            return
-        if event.state is JobState.DONE and event.artifact_ids:
-            self.config_entry.async_create_background_task(
-                self.hass, self.async_request_refresh(), "KITTY CAD refresh"
-            )
+        event = self._payload(CadJobEvent, msg)
+        if event is not None and event.state is JobState.DONE and event.artifact_ids:
+            self._async_refresh_in_background()
 
 
 @contextmanager
 def translated_cad_errors(client: CadClient) -> Iterator[None]:
     """Turn the CAD client's errors into Home Assistant's, with translated messages."""
-    try:
-        yield
-    except CadRequestError as err:
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key=_REQUEST_ERROR_KEYS.get(err.code, "cad_rejected"),
-            translation_placeholders={"error": err.message},
-        ) from err
-    except CadJobTimeoutError as err:
-        raise HomeAssistantError(
-            translation_domain=DOMAIN,
-            translation_key="cad_timeout",
-            translation_placeholders={"job_id": err.job.id},
-        ) from err
-    except KittyAuthError as err:
-        raise HomeAssistantError(
-            translation_domain=DOMAIN,
-            translation_key="cad_invalid_auth",
-            translation_placeholders={"url": str(client.url)},
-        ) from err
-    except KittyError as err:
-        raise HomeAssistantError(
-            translation_domain=DOMAIN,
-            translation_key="cad_unavailable",
-            translation_placeholders={"url": str(client.url), "error": str(err)},
-        ) from err
+    with translated_service_errors(client, _ERROR_KEYS):
+        try:
+            yield
+        except CadJobTimeoutError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="cad_timeout",
+                translation_placeholders={"job_id": err.job.id},
+            ) from err
 
 
 @callback

@@ -1,8 +1,9 @@
 """Config flow of the KITTY integration: connect Home Assistant to a KITTY router."""
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 import logging
-from typing import Any, override
+from typing import Any, Final, override
 
 from homeassistant.components.camera import DOMAIN as CAMERA_DOMAIN
 from homeassistant.components.fan import DOMAIN as FAN_DOMAIN
@@ -50,7 +51,7 @@ from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 import probatio
 from yarl import URL
 
-from kittyai.catalog import ServiceName
+from kittyai.catalog import SERVICES, ServiceName
 from kittyai.client import KittyAuthError, KittyClient, KittyConnectionError, KittyError, ModelKind
 from kittyai.contract import ServiceInfo
 from kittyai.printers.base import PrinterAuthError, PrinterConnectionError, PrinterInfo, PrinterKind
@@ -86,6 +87,7 @@ from .const import (
     PROFILES,
     SECTION_CAD,
     SECTION_MONITOR,
+    SECTION_RAG,
     SECTION_SCENES,
     SUBENTRY_CONVERSATION,
     SUBENTRY_PRINTER,
@@ -184,16 +186,37 @@ REAUTH_PRINTER_SCHEMAS: dict[PrinterKind, probatio.Schema] = {
     # Moonraker asked for a key, so one is needed now.
     PrinterKind.MOONRAKER: probatio.Schema({probatio.Required(CONF_API_KEY): TOKEN_SELECTOR}),
 }
-# The entry's options: the CAD service. An empty URL turns CAD off; an empty token
-# keeps the one stored, which is never sent back to the browser.
-CAD_SCHEMA = probatio.Schema(
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalService:
+    """A KITTY service an entry may use besides the router: a section of its options."""
+
+    section: str
+    service: ServiceName
+    # The error of a server that answers, but is not this service.
+    wrong_service_error: str
+
+
+# The entry's options: the CAD and knowledge services, each in its own section.
+OPTIONAL_SERVICES: Final = (
+    OptionalService(SECTION_CAD, ServiceName.CAD, wrong_service_error="not_cad_service"),
+    OptionalService(SECTION_RAG, ServiceName.RAG, wrong_service_error="not_rag_service"),
+)
+# An empty URL turns the service off; an empty token keeps the one stored, which is
+# never sent back to the browser.
+SERVICE_SCHEMA = probatio.Schema(
     {
         probatio.Optional(CONF_URL): URL_SELECTOR,
         probatio.Optional(CONF_TOKEN): TOKEN_SELECTOR,
     }
 )
+# A form sent without a section keeps what is stored for it.
 OPTIONS_SCHEMA = probatio.Schema(
-    {probatio.Required(SECTION_CAD): section(CAD_SCHEMA, {"collapsed": False})}
+    {
+        probatio.Optional(optional.section): section(SERVICE_SCHEMA, {"collapsed": False})
+        for optional in OPTIONAL_SERVICES
+    }
 )
 
 # Every new entry comes with a conversation agent, as HA's own LLM integrations do.
@@ -454,44 +477,58 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class KittyOptionsFlow(OptionsFlow):
-    """Change what a KITTY entry uses besides the router: its CAD service.
+    """Change what a KITTY entry uses besides the router: its CAD and knowledge services.
 
     The entry's update listener reloads it with the new options.
     """
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask for the CAD service's URL and token, and test them."""
-        stored: Mapping[str, Any] = self.config_entry.options.get(SECTION_CAD, {})
+        """Ask for each service's URL and token, and test them."""
         errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
         if user_input is not None:
-            cad = dict(user_input[SECTION_CAD])
             options = dict(self.config_entry.options)
-            options.pop(SECTION_CAD, None)
-            if not cad.get(CONF_URL):
+            for optional in OPTIONAL_SERVICES:
+                if optional.section not in user_input:
+                    continue
+                stored_section = options.pop(optional.section, {})
+                typed = dict(user_input[optional.section])
+                if not typed.get(CONF_URL):
+                    continue
+                if not typed.get(CONF_TOKEN):
+                    typed[CONF_TOKEN] = stored_section.get(CONF_TOKEN, "")
+                if errors := await self._async_validate_service(optional, typed):
+                    placeholders["service"] = SERVICES[optional.service].title
+                    break
+                options[optional.section] = typed
+            if not errors:
                 return self.async_create_entry(data=options)
-            if not cad.get(CONF_TOKEN):
-                cad[CONF_TOKEN] = stored.get(CONF_TOKEN, "")
-            if not (errors := await self._async_validate_cad(cad)):
-                return self.async_create_entry(data={**options, SECTION_CAD: cad})
-        suggested = user_input or {SECTION_CAD: {CONF_URL: stored.get(CONF_URL, "")}}
+        # What was typed is shown again; else what is stored.
+        stored_options = self.config_entry.options
+        shown = {
+            optional.section: {CONF_URL: stored_options.get(optional.section, {}).get(CONF_URL, "")}
+            for optional in OPTIONAL_SERVICES
+        } | (user_input or {})
+        suggested = {key: _without_token(section_input) for key, section_input in shown.items()}
         return self.async_show_form(
             step_id="init",
-            data_schema=self.add_suggested_values_to_schema(
-                OPTIONS_SCHEMA, {SECTION_CAD: _without_token(suggested[SECTION_CAD])}
-            ),
+            data_schema=self.add_suggested_values_to_schema(OPTIONS_SCHEMA, suggested),
             errors=errors,
+            description_placeholders=placeholders,
         )
 
-    async def _async_validate_cad(self, cad: dict[str, Any]) -> dict[str, str]:
-        """Ask the CAD service who it is; return the error to show, if any.
+    async def _async_validate_service(
+        self, optional: OptionalService, typed: dict[str, Any]
+    ) -> dict[str, str]:
+        """Ask the service who it is; return the error to show, if any.
 
         The URL is stored as it was checked, without a trailing slash.
         """
         try:
-            cad[CONF_URL] = str(cv.url(cad[CONF_URL])).rstrip("/")
+            typed[CONF_URL] = str(cv.url(typed[CONF_URL])).rstrip("/")
         except probatio.Invalid:
             return {"base": "invalid_url"}
-        client = KittyClient(async_get_clientsession(self.hass), cad[CONF_URL], cad[CONF_TOKEN])
+        client = KittyClient(async_get_clientsession(self.hass), typed[CONF_URL], typed[CONF_TOKEN])
         try:
             info = await client.get_info()
         except KittyConnectionError:
@@ -500,15 +537,15 @@ class KittyOptionsFlow(OptionsFlow):
             return {"base": "invalid_auth"}
         except KittyError:
             # It answers, but not as a KITTY service.
-            return {"base": "not_cad_service"}
-        if info.service is not ServiceName.CAD:
-            return {"base": "not_cad_service"}
+            return {"base": optional.wrong_service_error}
+        if info.service is not optional.service:
+            return {"base": optional.wrong_service_error}
         return {}
 
 
-def _without_token(cad: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a CAD section to show again: a token typed in is not sent back."""
-    return {key: value for key, value in cad.items() if key != CONF_TOKEN}
+def _without_token(section_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a service's section to show again: a token typed in is not sent back."""
+    return {key: value for key, value in section_input.items() if key != CONF_TOKEN}
 
 
 class KittyConversationFlow(ConfigSubentryFlow):

@@ -93,5 +93,8 @@ SECTION_CAD: Final = "cad"
 # Where a part's preview is kept: served by Home Assistant at /local/kitty/cad/.
 CAD_PREVIEW_DIR: Final = ("www", "kitty", "cad")
 CAD_PREVIEW_URL: Final = "/local/kitty/cad"
+# The entry's options: the knowledge service KITTY cites and remembers with, off while
+# its URL is empty.
+SECTION_RAG: Final = "rag"
 # What an AI Task asks the router for.
 AI_TASK_PROFILE: Final = PROFILE_AUTO

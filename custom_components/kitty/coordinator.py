@@ -158,7 +158,7 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
             # Subscribed as UTF-8: HA decodes the payload (and drops what it cannot).
             availability = Availability(cast(str, msg.payload))
         except ValueError:
-            self._warn_invalid(msg)
+            warn_contract_breach(msg)
             return
         # Services re-announce themselves when HA comes online: only changes count,
         # so each outage is logged once when it starts and once when it ends.
@@ -177,10 +177,10 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
         try:
             info = ServiceInfo.model_validate_json(msg.payload)
         except ValidationError:
-            self._warn_invalid(msg)
+            warn_contract_breach(msg)
             return
         if info.service is not service:  # an info must describe its topic's service
-            self._warn_invalid(msg)
+            warn_contract_breach(msg)
             return
         if info != self.data[service].info:
             self._async_set_status(service, replace(self.data[service], info=info))
@@ -192,7 +192,7 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
         try:
             stats = RouterStats.model_validate_json(msg.payload)
         except ValidationError:
-            self._warn_invalid(msg)
+            warn_contract_breach(msg)
             return
         router = self.data[ServiceName.ROUTER]
         if stats != router.stats:
@@ -212,11 +212,11 @@ class KittyCoordinator(DataUpdateCoordinator[KittyStatus]):
             _LOGGER.debug("Ignoring %s: not a service this integration knows", msg.topic)
         return service
 
-    @staticmethod
-    def _warn_invalid(msg: mqtt.ReceiveMessage) -> None:
-        """Log a payload that breaks the MQTT contract; the status keeps its last value."""
-        _LOGGER.warning(
-            "Ignoring a payload on %s that breaks the KITTY contract: %.200r",
-            msg.topic,
-            msg.payload,
-        )
+
+def warn_contract_breach(msg: mqtt.ReceiveMessage) -> None:
+    """Log a payload that breaks the MQTT contract; it changes nothing."""
+    _LOGGER.warning(
+        "Ignoring a payload on %s that breaks the KITTY contract: %.200r",
+        msg.topic,
+        msg.payload,
+    )

@@ -17,10 +17,12 @@ TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: KittyConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry, router, services, printers and CAD, without tokens or API keys.
+    """Return the entry, router, services, printers, CAD and knowledge, without secrets.
 
-    A printer comes with its settings, who it is and what it reported last; the CAD
-    service with whether it answers and its newest part.
+    Tokens and API keys are redacted wherever they are, the CAD and knowledge tokens in
+    the options too. A printer comes with its settings, who it is and what it reported
+    last; the CAD service with whether it answers and its newest part; the knowledge
+    service with whether it answers and its statistics.
     """
     runtime = entry.runtime_data
     # Backend names and amounts of money: the statistics hold no secrets.
@@ -53,6 +55,7 @@ async def async_get_config_entry_diagnostics(
             for subentry_id, printer in runtime.printers.items()
         },
         "cad": _cad_diagnostics(entry),
+        "knowledge": _knowledge_diagnostics(entry),
     }
 
 
@@ -67,4 +70,19 @@ def _cad_diagnostics(entry: KittyConfigEntry) -> dict[str, Any] | None:
         "available": latest.last_update_success,
         "last_error": None if latest.last_update_success else str(latest.last_exception),
         "latest_part": part.artifact.model_dump(mode="json", exclude={"script"}) if part else None,
+    }
+
+
+def _knowledge_diagnostics(entry: KittyConfigEntry) -> dict[str, Any] | None:
+    """Return the knowledge service's state as the entry sees it; None without one."""
+    knowledge = entry.runtime_data.knowledge
+    if knowledge is None:
+        return None
+    stats = knowledge.data
+    return {
+        "url": str(knowledge.client.url),
+        "available": knowledge.last_update_success,
+        "last_error": None if knowledge.last_update_success else str(knowledge.last_exception),
+        # Counts, titles and project names: no secrets.
+        "stats": stats.model_dump(mode="json") if stats else None,
     }

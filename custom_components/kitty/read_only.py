@@ -33,9 +33,10 @@ READ_ONLY_NAMES: Final = frozenset(
 # By convention a name that starts so only reads. Scripts, which may do anything,
 # cannot match: their tool names are lowercase object ids.
 READ_ONLY_PREFIXES: Final = ("Get", "HassGet")
-# Tools that write, but only a new design into KITTY's CAD store, which never changes
-# what it holds: no device, door or printer moves.
-HOUSE_SAFE_NAMES: Final = frozenset({"GenerateCad"})
+# Tools that write, but only into KITTY's own stores: a new design into the CAD store,
+# which never changes what it holds, or a note into a project's memory. No device,
+# door or printer moves.
+HOUSE_SAFE_NAMES: Final = frozenset({"GenerateCad", "AddProjectNote"})
 
 
 def is_read_only_name(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Sensors of the KITTY integration: the router's routing and costs, the printers' jobs."""
+"""Sensors of the KITTY integration: routing and costs, the printers' jobs, the knowledge base."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,17 +12,22 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import PERCENTAGE, EntityCategory, UnitOfTemperature, UnitOfTime
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from homeassistant.util import dt as dt_util
 
 from kittyai.catalog import ServiceName
+from kittyai.contract.rag import KnowledgeStats, Project
 from kittyai.contract.routing import RouterStats, Tier
 from kittyai.printers.base import PrinterState, PrinterStatus
 
 from . import KittyConfigEntry
 from .entity import KittyEntity, KittyPrinterEntity, KittyPrintMonitorEntity
+from .knowledge import KnowledgeCoordinator
 
 # Entities only read pushed data.
 PARALLEL_UPDATES = 0
@@ -252,6 +257,44 @@ FAILURE_SCORE = SensorEntityDescription(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class KittyKnowledgeSensorEntityDescription(SensorEntityDescription):
+    """A sensor read from the knowledge service's statistics."""
+
+    value_fn: Callable[[KnowledgeStats], StateType | datetime]
+    attributes_fn: Callable[[KnowledgeStats], dict[str, Any]] | None = None
+
+
+KNOWLEDGE_SENSORS: tuple[KittyKnowledgeSensorEntityDescription, ...] = (
+    KittyKnowledgeSensorEntityDescription(
+        key="documents",
+        translation_key="documents",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda stats: stats.documents,
+    ),
+    KittyKnowledgeSensorEntityDescription(
+        key="chunks",
+        translation_key="chunks",
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda stats: stats.chunks,
+    ),
+    KittyKnowledgeSensorEntityDescription(
+        key="last_ingest",
+        translation_key="last_ingest",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        value_fn=lambda stats: stats.last_ingest_at,
+        attributes_fn=lambda stats: {"title": stats.last_ingest_title},
+    ),
+)
+
+PROJECT_OPEN_ITEMS = SensorEntityDescription(
+    key="open_items",
+    translation_key="project_open_items",
+    state_class=SensorStateClass.MEASUREMENT,
+)
+
+
 async def async_setup_entry(
     hass: HomeAssistant,
     entry: KittyConfigEntry,
@@ -276,6 +319,55 @@ async def async_setup_entry(
             ],
             config_subentry_id=subentry_id,
         )
+    if (knowledge := entry.runtime_data.knowledge) is not None:
+        device = DeviceInfo(identifiers={coordinator.device_identifier(ServiceName.RAG)})
+        async_add_entities(
+            KittyKnowledgeSensor(knowledge, device, description)
+            for description in KNOWLEDGE_SENSORS
+        )
+        _async_follow_projects(hass, entry, knowledge, device, async_add_entities)
+
+
+@callback
+def _async_follow_projects(
+    hass: HomeAssistant,
+    entry: KittyConfigEntry,
+    knowledge: KnowledgeCoordinator,
+    device: DeviceInfo,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Give each active project an open items sensor, and remove it once it is no longer active.
+
+    Projects become active with a note and inactive after weeks without one; the
+    service says which are. A sensor of a project no longer active is removed, even
+    one left from before a restart.
+    """
+    registry = er.async_get(hass)
+    prefix = f"{entry.unique_id}_{ServiceName.RAG}_project_"
+    added: set[str] = set()
+
+    @callback
+    def _async_update() -> None:
+        if (stats := knowledge.data) is None or not knowledge.last_update_success:
+            return
+        active = {project.id for project in stats.active_projects}
+        for registry_entry in er.async_entries_for_config_entry(registry, entry.entry_id):
+            if not registry_entry.unique_id.startswith(prefix):
+                continue
+            project_id = registry_entry.unique_id.removeprefix(prefix).removesuffix(
+                f"_{PROJECT_OPEN_ITEMS.key}"
+            )
+            if project_id not in active:
+                registry.async_remove(registry_entry.entity_id)
+                added.discard(project_id)
+        new = active - added
+        added.update(new)
+        async_add_entities(
+            KittyProjectSensor(knowledge, device, prefix, project_id) for project_id in sorted(new)
+        )
+
+    _async_update()
+    entry.async_on_unload(knowledge.async_add_listener(_async_update))
 
 
 class KittyRouterSensor(KittyEntity, SensorEntity):
@@ -347,3 +439,82 @@ class KittyFailureScoreSensor(KittyPrintMonitorEntity, SensorEntity):
     def native_value(self) -> float | None:
         """Return the score in percent; None while no job is watched."""
         return _percent(self.monitor.score)
+
+
+class KittyKnowledgeSensor(CoordinatorEntity[KnowledgeCoordinator], SensorEntity):
+    """One figure of the knowledge service's statistics, on its device."""
+
+    _attr_has_entity_name = True
+    entity_description: KittyKnowledgeSensorEntityDescription
+
+    def __init__(
+        self,
+        coordinator: KnowledgeCoordinator,
+        device: DeviceInfo,
+        description: KittyKnowledgeSensorEntityDescription,
+    ) -> None:
+        """Describe the figure `description` names."""
+        super().__init__(coordinator)
+        self.entity_description = description
+        entry_unique_id = coordinator.config_entry.unique_id
+        self._attr_unique_id = f"{entry_unique_id}_{ServiceName.RAG}_{description.key}"
+        self._attr_device_info = device
+
+    @property
+    @override
+    def available(self) -> bool:
+        """Return False while the service does not answer, or has not been read yet."""
+        return super().available and self.coordinator.data is not None
+
+    @property
+    @override
+    def native_value(self) -> StateType | datetime:
+        """Return the figure; None before the first ingest for the last ingest."""
+        if (stats := self.coordinator.data) is None:
+            return None
+        return self.entity_description.value_fn(stats)
+
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return the title of the last document ingested."""
+        attributes_fn = self.entity_description.attributes_fn
+        if (stats := self.coordinator.data) is None or attributes_fn is None:
+            return None
+        return attributes_fn(stats)
+
+
+class KittyProjectSensor(CoordinatorEntity[KnowledgeCoordinator], SensorEntity):
+    """How many items of an active project are open, as its latest summary says."""
+
+    _attr_has_entity_name = True
+    entity_description = PROJECT_OPEN_ITEMS
+
+    def __init__(
+        self, coordinator: KnowledgeCoordinator, device: DeviceInfo, prefix: str, project_id: str
+    ) -> None:
+        """Describe the open items of `project_id`."""
+        super().__init__(coordinator)
+        self.project_id = project_id
+        self._attr_unique_id = f"{prefix}{project_id}_{PROJECT_OPEN_ITEMS.key}"
+        self._attr_translation_placeholders = {"project": project_id}
+        self._attr_device_info = device
+
+    @property
+    def _project(self) -> Project | None:
+        stats = self.coordinator.data
+        if stats is None:
+            return None
+        return next((p for p in stats.active_projects if p.id == self.project_id), None)
+
+    @property
+    @override
+    def available(self) -> bool:
+        """Return False while the service does not answer."""
+        return super().available and self._project is not None
+
+    @property
+    @override
+    def native_value(self) -> int | None:
+        """Return the open items of the project's latest summary."""
+        return None if (project := self._project) is None else project.open_items

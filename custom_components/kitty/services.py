@@ -1,8 +1,9 @@
-"""Service actions of the KITTY integration: ask KITTY, make parts, run the printers."""
+"""Service actions of the KITTY integration: ask KITTY, make parts, run the printers, know."""
 
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+import re
 from typing import Any, Final
 
 from homeassistant.components import conversation
@@ -19,7 +20,7 @@ from homeassistant.core import (
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv, entity_registry as er
 import probatio
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kittyai.contract.cad import (
     MAX_PROMPT_LENGTH,
@@ -27,6 +28,15 @@ from kittyai.contract.cad import (
     GenerateRequest,
     JobState,
     Material,
+)
+from kittyai.contract.rag import (
+    MAX_NOTE_LENGTH,
+    MAX_QUERY_LENGTH,
+    MAX_SEARCH_LIMIT,
+    NAME_PATTERN,
+    IngestRequest,
+    NoteRequest,
+    SearchRequest,
 )
 from kittyai.printers.base import PrinterStatus
 from kittyai.validation import describe_errors
@@ -39,6 +49,7 @@ from .cad import (
     translated_cad_errors,
 )
 from .const import DOMAIN
+from .knowledge import async_author, hit_summary, required_knowledge, translated_knowledge_errors
 from .printer_coordinator import PrinterCoordinator
 from .scenes import async_run_scenes
 from .turn import KittyTurn, current_turn
@@ -142,6 +153,65 @@ JOB_COMMANDS: Final[dict[str, Callable[[PrinterCoordinator], Awaitable[PrinterSt
     SERVICE_CANCEL_PRINT: PrinterCoordinator.async_cancel,
 }
 
+SERVICE_INGEST_DOCUMENT: Final = "ingest_document"
+SERVICE_SEARCH_KNOWLEDGE: Final = "search_knowledge"
+SERVICE_ADD_PROJECT_NOTE: Final = "add_project_note"
+SERVICE_PROJECT_SUMMARY: Final = "project_summary"
+# A path relative to the knowledge service's share folder, or a URL on the home network.
+ATTR_PATH: Final = "path"
+ATTR_URL: Final = "url"
+ATTR_COLLECTION: Final = "collection"
+ATTR_PROJECT: Final = "project"
+ATTR_TITLE: Final = "title"
+ATTR_QUERY: Final = "query"
+ATTR_LIMIT: Final = "limit"
+ATTR_SOURCE: Final = "source"
+ATTR_REFRESH: Final = "refresh"
+PROJECT_ID: Final = re.compile(NAME_PATTERN)
+DOCUMENT_SOURCE: Final = "document_source"
+DOCUMENT_SOURCE_MESSAGE: Final = "give either a path or a url to ingest, not both"
+
+# The knowledge service checks names and sizes itself, and says what is wrong.
+INGEST_DOCUMENT_SCHEMA: Final = probatio.All(
+    probatio.Schema(
+        {
+            probatio.Exclusive(ATTR_PATH, DOCUMENT_SOURCE, msg=DOCUMENT_SOURCE_MESSAGE): cv.string,
+            probatio.Exclusive(ATTR_URL, DOCUMENT_SOURCE, msg=DOCUMENT_SOURCE_MESSAGE): cv.string,
+            probatio.Optional(ATTR_COLLECTION): cv.string,
+            probatio.Optional(ATTR_PROJECT): cv.string,
+            probatio.Optional(ATTR_TITLE): cv.string,
+        }
+    ),
+    cv.has_at_least_one_key(ATTR_PATH, ATTR_URL),
+)
+SEARCH_KNOWLEDGE_SCHEMA: Final = probatio.Schema(
+    {
+        probatio.Required(ATTR_QUERY): probatio.All(
+            cv.string, probatio.Length(min=1, max=MAX_QUERY_LENGTH)
+        ),
+        probatio.Optional(ATTR_LIMIT): probatio.All(
+            probatio.Coerce(int), probatio.Range(min=1, max=MAX_SEARCH_LIMIT)
+        ),
+        probatio.Optional(ATTR_COLLECTION): cv.string,
+        probatio.Optional(ATTR_PROJECT): cv.string,
+        probatio.Optional(ATTR_SOURCE): cv.string,
+    }
+)
+ADD_PROJECT_NOTE_SCHEMA: Final = probatio.Schema(
+    {
+        probatio.Required(ATTR_PROJECT): cv.string,
+        probatio.Required(ATTR_TEXT): probatio.All(
+            cv.string, probatio.Length(min=1, max=MAX_NOTE_LENGTH)
+        ),
+    }
+)
+PROJECT_SUMMARY_SCHEMA: Final = probatio.Schema(
+    {
+        probatio.Required(ATTR_PROJECT): cv.string,
+        probatio.Optional(ATTR_REFRESH, default=False): cv.boolean,
+    }
+)
+
 
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
@@ -175,6 +245,34 @@ def async_setup_services(hass: HomeAssistant) -> None:
             schema=PRINTER_SCHEMA,
             supports_response=SupportsResponse.OPTIONAL,
         )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_INGEST_DOCUMENT,
+        _async_ingest_document,
+        schema=INGEST_DOCUMENT_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_SEARCH_KNOWLEDGE,
+        _async_search_knowledge,
+        schema=SEARCH_KNOWLEDGE_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_ADD_PROJECT_NOTE,
+        _async_add_project_note,
+        schema=ADD_PROJECT_NOTE_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_PROJECT_SUMMARY,
+        _async_project_summary,
+        schema=PROJECT_SUMMARY_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
 
 
 async def _async_generate_cad(call: ServiceCall) -> ServiceResponse:
@@ -216,6 +314,69 @@ async def _async_generate_cad(call: ServiceCall) -> ServiceResponse:
             if variant.state is JobState.FAILED
         ],
     }
+
+
+def _knowledge_request[M: BaseModel](model: type[M], data: dict[str, Any]) -> M:
+    """Return a knowledge request from an action's data; refuse what the service would."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="knowledge_invalid_request",
+            translation_placeholders={"error": describe_errors(err)},
+        ) from err
+
+
+def _project_id(project: str) -> str:
+    """Return a project's id as given; refuse one the knowledge service would not take."""
+    if not PROJECT_ID.fullmatch(project):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_project",
+            translation_placeholders={"project": project},
+        )
+    return project
+
+
+async def _async_ingest_document(call: ServiceCall) -> ServiceResponse:
+    """Have the knowledge service ingest a file of its share folder or a URL; say what it did."""
+    knowledge = required_knowledge(call.hass)
+    request = _knowledge_request(IngestRequest, dict(call.data))
+    with translated_knowledge_errors(knowledge.client):
+        result = await knowledge.client.ingest(request)
+    return result.model_dump(mode="json")
+
+
+async def _async_search_knowledge(call: ServiceCall) -> ServiceResponse:
+    """Return the chunks that answer a question best, each with its citation."""
+    knowledge = required_knowledge(call.hass)
+    request = _knowledge_request(SearchRequest, dict(call.data))
+    with translated_knowledge_errors(knowledge.client):
+        response = await knowledge.client.search(request)
+    return {"query": response.query, "hits": [hit_summary(hit) for hit in response.hits]}
+
+
+async def _async_add_project_note(call: ServiceCall) -> ServiceResponse:
+    """Add a note to a project, from the user who asked; the project is made on its first note."""
+    knowledge = required_knowledge(call.hass)
+    project = _project_id(call.data[ATTR_PROJECT])
+    note = _knowledge_request(
+        NoteRequest,
+        {"text": call.data[ATTR_TEXT], "author": await async_author(call.hass, call.context)},
+    )
+    with translated_knowledge_errors(knowledge.client):
+        added = await knowledge.client.add_note(project, note)
+    return added.model_dump(mode="json")
+
+
+async def _async_project_summary(call: ServiceCall) -> ServiceResponse:
+    """Return what is done, open and next in a project; with refresh, written anew."""
+    knowledge = required_knowledge(call.hass)
+    project = _project_id(call.data[ATTR_PROJECT])
+    with translated_knowledge_errors(knowledge.client):
+        summary = await knowledge.client.summary(project, refresh=call.data[ATTR_REFRESH])
+    return summary.model_dump(mode="json")
 
 
 async def _async_start_print(call: ServiceCall) -> ServiceResponse:

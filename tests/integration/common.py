@@ -12,11 +12,14 @@ import urllib.request
 from homeassistant.components import conversation, mqtt
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.const import CONF_TOKEN, CONF_URL
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers import entity_registry as er
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er, llm
 from homeassistant.setup import async_setup_component
-import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    get_schema_suggested_value,
+)
 
 from custom_components.kitty.const import (
     DEFAULT_CONVERSATION_NAME,
@@ -24,6 +27,7 @@ from custom_components.kitty.const import (
     DOMAIN,
     NAME,
     SECTION_CAD,
+    SECTION_RAG,
     SUBENTRY_CONVERSATION,
 )
 from kittyai.catalog import ServiceName
@@ -37,7 +41,6 @@ from kittyai.contract.routing import (
     Tier,
     TierLatency,
 )
-from tests.helpers.broker import MosquittoBroker
 from tests.helpers.fake_llm import FakeLLMServer, FakeOllama, FakeOpenAI, ScriptedReply
 from tests.helpers.net import loopback_sockets
 from tests.helpers.services import ServiceProcess
@@ -45,6 +48,21 @@ from tests.helpers.services import ServiceProcess
 OPENAI_KEY = "sk-test-agent-0123456789"
 CAD_TOKEN = "cad-token-0123456789"
 CAD_MODEL_KEY = "sk-test-cad-0123456789"
+RAG_TOKEN = "rag-token-0123456789"
+RAG_MODEL_KEY = "sk-test-rag-0123456789"
+# The manual the knowledge tests ask about, one paragraph a page: the bed's limit is on page 3.
+MK4_MANUAL_TITLE = "Prusa MK4 manual"
+MK4_MANUAL_PAGES = [
+    [
+        "Prusa MK4 manual. Thank you for buying the Original Prusa MK4. Unpack the printer "
+        "carefully and keep the box for transport."
+    ],
+    [
+        "Hotend. The maximum nozzle temperature is 290 °C. Let the nozzle cool down before "
+        "you change it."
+    ],
+    ["Heatbed. The maximum bed temperature is 120 °C. PEI sheets stay below 110 °C."],
+]
 WORKSHOP_LIGHTS = "light.workshop_lights"
 SHOP_DOOR = "lock.shop_door"
 
@@ -105,19 +123,79 @@ def cad_options(cad: ServiceProcess | None = None, *, url: str = "") -> dict[str
     return {SECTION_CAD: {CONF_URL: cad.url, CONF_TOKEN: cad.token}}
 
 
+def run_service(
+    name: ServiceName,
+    workdir: Path,
+    *,
+    mqtt_port: int | None,
+    token: str,
+    options: dict[str, Any] | None = None,
+    timeout: float = 20.0,
+) -> Iterator[ServiceProcess]:
+    """Run a real service process with `options`; wait `timeout` seconds for it to start."""
+    with loopback_sockets():
+        process = ServiceProcess(
+            name, workdir, mqtt_port=mqtt_port, token=token, extra_options=options
+        )
+        process.start(timeout=timeout)
+    yield process
+    process.stop()
+
+
 def run_cad(
     workdir: Path, *, mqtt_port: int | None, model: FakeOpenAI, **options: Any
 ) -> Iterator[ServiceProcess]:
     """Run a real CAD service asking `model`, with `options`; it slices with PrusaSlicer."""
     options["model"] = {"url": model.url, "api_key": CAD_MODEL_KEY, "model": "gpt-5-mini"}
-    with loopback_sockets():
-        process = ServiceProcess(
-            ServiceName.CAD, workdir, mqtt_port=mqtt_port, token=CAD_TOKEN, extra_options=options
-        )
-        # The CAD kernel takes a few seconds to import.
-        process.start(timeout=60)
-    yield process
-    process.stop()
+    # The CAD kernel takes a few seconds to import.
+    yield from run_service(
+        ServiceName.CAD, workdir, mqtt_port=mqtt_port, token=CAD_TOKEN, options=options, timeout=60
+    )
+
+
+def rag_options(rag: ServiceProcess | None = None, *, url: str = "") -> dict[str, Any]:
+    """Return the entry options the options flow stores for a knowledge service (or a URL)."""
+    if rag is None:
+        return {SECTION_RAG: {CONF_URL: url, CONF_TOKEN: RAG_TOKEN}}
+    return {SECTION_RAG: {CONF_URL: rag.url, CONF_TOKEN: rag.token}}
+
+
+def run_rag(
+    workdir: Path,
+    *,
+    mqtt_port: int | None,
+    share: Path,
+    model: FakeOpenAI | None = None,
+    **options: Any,
+) -> Iterator[ServiceProcess]:
+    """Run a real knowledge service over `share`, without its watch folder.
+
+    With `model`, the service asks it for project summaries.
+    """
+    options = {"share_dir": str(share), "watch": False, **options}
+    if model is not None:
+        options["model"] = {"url": model.url, "api_key": RAG_MODEL_KEY, "model": "gpt-5-mini"}
+    # Loading the embedding model takes a few seconds.
+    yield from run_service(
+        ServiceName.RAG, workdir, mqtt_port=mqtt_port, token=RAG_TOKEN, options=options, timeout=60
+    )
+
+
+def summarizes_notes(body: dict[str, Any]) -> ScriptedReply:
+    """Answer a project summary request as a model would: every note is still open.
+
+    The knowledge service sends the notes as JSON after "Notes, oldest first".
+    """
+    prompt = body["messages"][-1]["content"]
+    notes = json.loads(prompt.rpartition("Notes, oldest first (data, JSON): ")[2])
+    texts = [note["text"] for note in notes]
+    summary = {
+        "done": [],
+        "open": texts,
+        "next": [f"Work on: {texts[-1]}"],
+        "text": f"The project has {len(texts)} open items, the latest: {texts[-1]}",
+    }
+    return ScriptedReply(json.dumps(summary))
 
 
 def model_designs(model: FakeOpenAI, family: str, parameters: dict[str, Any]) -> None:
@@ -143,13 +221,38 @@ def cad_entity_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
     return entity_id
 
 
-def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    """Run one Mosquitto for a module whose services stay connected across its tests."""
-    with loopback_sockets():
-        broker = MosquittoBroker(tmp_path_factory.mktemp("broker"))
-        broker.start()
-    yield broker
-    broker.stop()
+def llm_context(user_id: str | None = None) -> llm.LLMContext:
+    """Return the context a conversation agent passes for one turn, for `user_id` if given."""
+    return llm.LLMContext(
+        platform="kitty",
+        context=Context(user_id=user_id),
+        language="en",
+        assistant="conversation",
+        device_id=None,
+    )
+
+
+async def call_tool(
+    hass: HomeAssistant, name: str, user_id: str | None = None, **args: Any
+) -> llm.ToolResult:
+    """Call one of KITTY's LLM tools as an agent does."""
+    instance = await llm.async_get_api(hass, DOMAIN, llm_context(user_id))
+    return await instance.async_call_tool(llm.ToolInput(tool_name=name, tool_args=args))
+
+
+async def open_options(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
+    """Open the entry's options flow; return its form."""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "init"
+    assert result["errors"] == {}
+    return result
+
+
+def suggested(result: Any, section: str, key: str) -> Any:
+    """Return what a section of the options form suggests for one of its fields."""
+    fields = result["data_schema"].schema[section].schema.schema
+    return get_schema_suggested_value(fields, key)
 
 
 async def wait_for(
@@ -302,17 +405,9 @@ class FakeInThread:
 
 def run_router(workdir: Path, **options: Any) -> Iterator[ServiceProcess]:
     """Run a real router without MQTT, with `options` (its backends, budgets...)."""
-    with loopback_sockets():
-        process = ServiceProcess(
-            ServiceName.ROUTER,
-            workdir,
-            mqtt_port=None,
-            token="agent-token-0123456789",
-            extra_options=options,
-        )
-        process.start()
-    yield process
-    process.stop()
+    yield from run_service(
+        ServiceName.ROUTER, workdir, mqtt_port=None, token="agent-token-0123456789", options=options
+    )
 
 
 def agent_router_options(ollama: FakeOllama, openai: FakeOpenAI) -> dict[str, Any]:

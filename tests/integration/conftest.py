@@ -23,10 +23,13 @@ from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
     CAD_MODEL_KEY,
     OPENAI_KEY,
+    RAG_MODEL_KEY,
     agent_router_options,
     run_router,
+    run_service,
     served,
     set_up_kitty,
+    summarizes_notes,
     wait_for,
 )
 
@@ -37,24 +40,26 @@ async def core(hass: HomeAssistant, enable_custom_integrations: None) -> None:
     assert await async_setup_component(hass, HOMEASSISTANT_DOMAIN, {})
 
 
-def _run_router(workdir: Path, token: str) -> Iterator[ServiceProcess]:
-    with loopback_sockets():
-        process = ServiceProcess(ServiceName.ROUTER, workdir, mqtt_port=None, token=token)
-        process.start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Run one real router without MQTT, shared by the tests of a module."""
-    yield from _run_router(tmp_path_factory.mktemp("router"), "router-token-0123456789")
+    yield from run_service(
+        ServiceName.ROUTER,
+        tmp_path_factory.mktemp("router"),
+        mqtt_port=None,
+        token="router-token-0123456789",
+    )
 
 
 @pytest.fixture(scope="module")
 def other_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """Run a second real router: another KITTY installation."""
-    yield from _run_router(tmp_path_factory.mktemp("other-router"), "other-token-0123456789")
+    yield from run_service(
+        ServiceName.ROUTER,
+        tmp_path_factory.mktemp("other-router"),
+        mqtt_port=None,
+        token="other-token-0123456789",
+    )
 
 
 @pytest.fixture
@@ -268,3 +273,11 @@ def config_dir(hass: HomeAssistant, tmp_path: Path) -> Path:
 def cad_model() -> Iterator[FakeOpenAI]:
     """The model a module's CAD service asks to read prompts: scripted per module."""
     yield from served(FakeOpenAI(api_key=CAD_MODEL_KEY))
+
+
+@pytest.fixture(scope="module")
+def rag_model() -> Iterator[FakeOpenAI]:
+    """The model a module's knowledge service writes project summaries with."""
+    fake = FakeOpenAI(api_key=RAG_MODEL_KEY)
+    fake.respond_with(summarizes_notes)
+    yield from served(fake)

@@ -15,7 +15,7 @@ from typing import Any
 from homeassistant.components import image
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_TOKEN, CONF_URL, STATE_UNAVAILABLE
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import llm
@@ -23,7 +23,6 @@ import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
-    get_schema_suggested_value,
 )
 from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
@@ -34,18 +33,21 @@ from custom_components.kitty.const import DOMAIN, SECTION_CAD
 from custom_components.kitty.conversation import RemoteModeAPIInstance
 from kittyai.catalog import ServiceName
 from kittyai.contract import CAD_JOB
-from tests.helpers.broker import MosquittoBroker
+from tests.helpers.broker import MosquittoBroker, module_broker
 from tests.helpers.fake_llm import FakeOpenAI, ScriptedError
 from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
     cad_entity_id,
     cad_options,
+    call_tool,
+    llm_context,
     model_designs,
-    module_broker,
+    open_options,
     publish,
     run_cad,
     service_request,
     set_up_kitty,
+    suggested,
     wait_for,
     words_asked,
 )
@@ -91,34 +93,12 @@ async def generate(hass: HomeAssistant, **data: Any) -> dict[str, Any]:
     return response
 
 
-def llm_context() -> llm.LLMContext:
-    """Return the context a conversation agent passes for one turn."""
-    return llm.LLMContext(
-        platform="kitty", context=Context(), language="en", assistant="conversation", device_id=None
-    )
-
-
-async def call_tool(hass: HomeAssistant, name: str, **args: Any) -> llm.ToolResult:
-    """Call one of KITTY's LLM tools as an agent does."""
-    instance = await llm.async_get_api(hass, DOMAIN, llm_context())
-    return await instance.async_call_tool(llm.ToolInput(tool_name=name, tool_args=args))
-
-
 def cad_artifact(cad: ServiceProcess, artifact_id: str) -> dict[str, Any]:
     """Return an artifact as the CAD service's own API has it."""
     return json.loads(service_request(cad, f"/api/cad/artifacts/{artifact_id}"))
 
 
 # -- options flow -------------------------------------------------------------------------
-
-
-async def open_options(hass: HomeAssistant, entry: MockConfigEntry) -> str:
-    """Open the entry's options flow; return its flow id."""
-    result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "init"
-    assert result["errors"] == {}
-    return result["flow_id"]
 
 
 async def submit_cad(hass: HomeAssistant, flow_id: str, **cad: str) -> Any:
@@ -140,7 +120,7 @@ async def test_options_connect_cad(
 ) -> None:
     """A CAD service's URL and token are checked, stored, and the entry reloads with CAD."""
     assert kitty.runtime_data.cad is None
-    flow_id = await open_options(hass, kitty)
+    flow_id = (await open_options(hass, kitty))["flow_id"]
 
     result = await submit_cad(hass, flow_id, url=f"{cad.url}/", token=cad.token)
 
@@ -180,15 +160,14 @@ async def test_options_errors_then_recover(
         "closed_port": (closed_url, cad.token),
         "not_a_url": ("cad.local", cad.token),
     }[case]
-    flow_id = await open_options(hass, kitty)
+    flow_id = (await open_options(hass, kitty))["flow_id"]
 
     result = await submit_cad(hass, flow_id, url=url, token=token)
 
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": error}
-    cad_section = result["data_schema"].schema[SECTION_CAD].schema.schema
-    assert get_schema_suggested_value(cad_section, CONF_URL) == url
-    assert get_schema_suggested_value(cad_section, CONF_TOKEN) is None
+    assert suggested(result, SECTION_CAD, CONF_URL) == url
+    assert suggested(result, SECTION_CAD, CONF_TOKEN) is None
     assert kitty.options == {}
 
     result = await submit_cad(hass, flow_id, url=cad.url, token=cad.token)
@@ -201,7 +180,7 @@ async def test_options_not_a_kitty_service(
     hass: HomeAssistant, kitty: MockConfigEntry, not_kitty_url: str
 ) -> None:
     """A server that answers, but not as a KITTY service, is no CAD service."""
-    flow_id = await open_options(hass, kitty)
+    flow_id = (await open_options(hass, kitty))["flow_id"]
     result = await submit_cad(hass, flow_id, url=not_kitty_url, token="token")
     assert result["errors"] == {"base": "not_cad_service"}
 
@@ -213,16 +192,15 @@ async def test_options_keep_the_token_then_turn_cad_off(
     entry = await set_up_kitty(hass, router, options=cad_options(cad))
     image_id = cad_entity_id(hass, entry)
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    cad_section = result["data_schema"].schema[SECTION_CAD].schema.schema
     # The stored URL is offered; the token never goes back to the browser.
-    assert get_schema_suggested_value(cad_section, CONF_URL) == cad.url
-    assert get_schema_suggested_value(cad_section, CONF_TOKEN) is None
+    assert suggested(result, SECTION_CAD, CONF_URL) == cad.url
+    assert suggested(result, SECTION_CAD, CONF_TOKEN) is None
 
     result = await submit_cad(hass, result["flow_id"], url=cad.url)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == cad_options(cad)
 
-    result = await submit_cad(hass, await open_options(hass, entry))
+    result = await submit_cad(hass, (await open_options(hass, entry))["flow_id"])
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == {}
     await wait_for(

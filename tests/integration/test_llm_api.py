@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import llm
 from homeassistant.setup import async_setup_component
 import pytest
@@ -12,20 +12,9 @@ from custom_components.kitty.const import DOMAIN
 from kittyai.catalog import ServiceName
 from kittyai.contract.routing import RouterStats, Tier
 from tests.helpers.services import ServiceProcess
-from tests.integration.common import report_intent_turn, router_call, set_up_kitty
+from tests.integration.common import llm_context, report_intent_turn, router_call, set_up_kitty
 
 GET_ROUTING_STATS = llm.ToolInput(tool_name="GetRoutingStats", tool_args={})
-
-
-def llm_context() -> llm.LLMContext:
-    """Return the context a conversation agent passes for one turn."""
-    return llm.LLMContext(
-        platform="ollama",
-        context=Context(),
-        language="en",
-        assistant="conversation",
-        device_id=None,
-    )
 
 
 async def test_listed_and_usable_without_an_entry(hass: HomeAssistant) -> None:

@@ -29,7 +29,7 @@ from homeassistant.const import (
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
 )
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResult, FlowResultType
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, entity_registry as er, llm
@@ -56,7 +56,7 @@ from kittyai.printers.octoprint import OctoPrintClient
 from tests.helpers.gcode import BED_TARGET_C, NOZZLE_TARGET_C, write_timed_gcode
 from tests.helpers.net import free_port
 from tests.helpers.octoprint import SNAPSHOT_URL, STREAM_PATH, OctoPrintServer
-from tests.integration.common import wait_for
+from tests.integration.common import call_tool, llm_context, wait_for
 
 EN: dict[str, Any] = json.loads(
     (Path(__file__).parents[2] / "custom_components/kitty/translations/en.json").read_text()
@@ -153,23 +153,6 @@ async def call(
 ) -> dict[str, Any] | None:
     """Call one of KITTY's printer actions as an automation does, waiting for it."""
     return await hass.services.async_call(DOMAIN, service, data, blocking=True, **kwargs)
-
-
-def llm_context() -> llm.LLMContext:
-    """Return the context a conversation agent passes for one turn."""
-    return llm.LLMContext(
-        platform="ollama",
-        context=Context(),
-        language="en",
-        assistant="conversation",
-        device_id=None,
-    )
-
-
-async def call_tool(hass: HomeAssistant, name: str, **args: Any) -> llm.ToolResult:
-    """Call one of KITTY's LLM tools as an agent does."""
-    instance = await llm.async_get_api(hass, DOMAIN, llm_context())
-    return await instance.async_call_tool(llm.ToolInput(tool_name=name, tool_args=args))
 
 
 # -- fixtures -----------------------------------------------------------------------------
