@@ -246,7 +246,7 @@ class KnowledgeApi:
             documents=counts.documents,
             chunks=counts.chunks,
             embedder=self.knowledge.embedder_id,
-            chunks_to_embed=counts.chunks_to_embed,
+            chunks_to_embed=self.knowledge.chunks_to_embed,
             last_ingest_at=counts.last_ingest_at,
             last_ingest_title=counts.last_ingest_title,
             active_projects=await self.memory.active_projects(),

@@ -338,7 +338,15 @@ class KnowledgeBase:
 
     async def counts(self) -> KnowledgeCounts:
         """Return the number of documents and chunks, and when the newest was ingested."""
-        return await self._store.counts(self._embedder.id, self._embedder.dim)
+        return await self._store.counts()
+
+    @property
+    def chunks_to_embed(self) -> int:
+        """How many chunks, notes' included, still have no vector of this base's embedder."""
+        # The index holds exactly the chunks that have one: those read at open and
+        # those written since, kept in step as chunks come and go.
+        chunks = sum(len(document_chunks) for document_chunks in self._chunk_ids.values())
+        return chunks - len(self._index)
 
     async def embed_stale_chunks(self) -> None:
         """Give every chunk a vector of this base's embedder, if some have another's.
@@ -349,7 +357,7 @@ class KnowledgeBase:
         """
         embedder = self._embedder
         previous = await self._store.meta(EMBEDDER_KEY)
-        stale = await self._store.count_stale_chunks(embedder.id, embedder.dim)
+        stale = self.chunks_to_embed
         if stale:
             _LOGGER.info(
                 "Re-embedding %d chunks with %s (%d dimensions); they were embedded by %s",

@@ -238,8 +238,6 @@ class KnowledgeCounts:
     chunks: int
     last_ingest_at: datetime | None
     last_ingest_title: str | None
-    # Chunks, notes' included, still without a vector of the current embedder.
-    chunks_to_embed: int
 
 
 def heading_text(title: str, section: Sequence[str]) -> str:
@@ -349,10 +347,6 @@ class KnowledgeStore(SqliteStore):
         """Return the ids and vectors of the chunks embedded by `embedder` at `dim`."""
         return await self._database.run(_select_vectors, embedder, dim)
 
-    async def count_stale_chunks(self, embedder: str, dim: int) -> int:
-        """Return how many chunks have no vector of `embedder` at `dim`."""
-        return await self._database.run(_count_stale, embedder, dim)
-
     async def stale_chunks(self, embedder: str, dim: int, limit: int) -> list[StaleChunk]:
         """Return up to `limit` chunks without a vector of `embedder` at `dim`, by id."""
         return await self._database.run(_select_stale, embedder, dim, limit)
@@ -383,9 +377,9 @@ class KnowledgeStore(SqliteStore):
         """Return the chunks of `ids` that exist, with their documents' labels, by id."""
         return await self._database.run(_select_chunks, ids)
 
-    async def counts(self, embedder: str, dim: int) -> KnowledgeCounts:
-        """Return the documents' sizes, the newest one, and what `embedder` has left."""
-        return await self._database.run(_select_counts, embedder, dim)
+    async def counts(self) -> KnowledgeCounts:
+        """Return the number of documents and chunks and the newest document."""
+        return await self._database.run(_select_counts)
 
 
 def _select_meta(connection: sqlite3.Connection, key: str) -> str | None:
@@ -558,11 +552,6 @@ def _select_vectors(
     return ids, matrix.reshape(len(rows), dim).astype(np.float32)
 
 
-def _count_stale(connection: sqlite3.Connection, embedder: str, dim: int) -> int:
-    (count,) = connection.execute(f"SELECT COUNT(*) {_STALE_CHUNKS}", (embedder, dim)).fetchone()
-    return int(count)
-
-
 def _select_stale(
     connection: sqlite3.Connection, embedder: str, dim: int, limit: int
 ) -> list[StaleChunk]:
@@ -657,7 +646,7 @@ def _select_chunks(connection: sqlite3.Connection, ids: Sequence[int]) -> dict[i
     }
 
 
-def _select_counts(connection: sqlite3.Connection, embedder: str, dim: int) -> KnowledgeCounts:
+def _select_counts(connection: sqlite3.Connection) -> KnowledgeCounts:
     note = SourceKind.NOTE.value
     documents, chunks = connection.execute(
         "SELECT (SELECT COUNT(*) FROM documents WHERE source_kind != ?),"
@@ -675,5 +664,4 @@ def _select_counts(connection: sqlite3.Connection, embedder: str, dim: int) -> K
         chunks=chunks,
         last_ingest_at=None if newest is None else from_epoch_us(newest["ingested_at_us"]),
         last_ingest_title=None if newest is None else newest["title"],
-        chunks_to_embed=_count_stale(connection, embedder, dim),
     )
