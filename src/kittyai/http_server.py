@@ -34,6 +34,11 @@ _REQUEST_ID_FORBIDDEN = re.compile(r"[^A-Za-z0-9._-]")
 _UNMATCHED_ROUTE = "unmatched"
 
 _CORRELATION_ID_KEY = web.RequestKey("kitty_correlation_id", str)
+# The scopes of the token a request came with; the service's own token has ALL_SCOPES.
+SCOPES_KEY = web.RequestKey("kitty_scopes", frozenset[str])
+TOKEN_NAME_KEY = web.RequestKey("kitty_token_name", str)
+ALL_SCOPES = "*"
+API_TOKEN_NAME = "api_token"  # noqa: S105 - the name of a token, not a token
 
 
 class ApiError(Exception):
@@ -80,18 +85,36 @@ async def read_model[ModelT: BaseModel](request: web.Request, model: type[ModelT
         ) from None
 
 
+def require_scope(request: web.Request, scope: str) -> None:
+    """Answer 403 unless the request's token carries `scope`."""
+    scopes = request.get(SCOPES_KEY, frozenset())
+    if ALL_SCOPES not in scopes and scope not in scopes:
+        raise ApiError(
+            HTTPStatus.FORBIDDEN, "missing_scope", f"This token lacks the scope {scope!r}"
+        )
+
+
 def create_app(
-    *, api_token: str, registry: CollectorRegistry, public_paths: Collection[str]
+    *,
+    api_token: str,
+    registry: CollectorRegistry,
+    public_paths: Collection[str],
+    scoped_tokens: Mapping[str, tuple[str, frozenset[str]]] | None = None,
 ) -> web.Application:
     """Return an application with KITTY's middlewares and `/metrics`.
 
-    Every route needs `Authorization: Bearer <api_token>` except `public_paths`.
+    Every route needs `Authorization: Bearer <token>` except `public_paths`: the
+    `api_token`, which may do everything, or one of `scoped_tokens` (token →
+    (name, scopes)), whose scopes handlers check with `require_scope`.
     """
     app = web.Application(
         middlewares=[
             _observe_middleware(_HttpMetrics(registry)),
             _json_errors_middleware,
-            _bearer_auth_middleware(api_token, frozenset(public_paths)),
+            _bearer_auth_middleware(
+                {api_token: (API_TOKEN_NAME, frozenset({ALL_SCOPES})), **(scoped_tokens or {})},
+                frozenset(public_paths),
+            ),
         ]
     )
     app.on_response_prepare.append(_add_request_id_header)
@@ -177,22 +200,34 @@ async def _json_errors_middleware(request: web.Request, handler: Handler) -> web
         )
 
 
-def _bearer_auth_middleware(api_token: str, public_paths: frozenset[str]) -> Middleware:
-    expected = api_token.encode()
+def _bearer_auth_middleware(
+    tokens: Mapping[str, tuple[str, frozenset[str]]], public_paths: frozenset[str]
+) -> Middleware:
+    expected = [(token.encode(), grant) for token, grant in tokens.items()]
+
+    def grant_of(given: bytes) -> tuple[str, frozenset[str]] | None:
+        found = None
+        # Constant time and every token compared, so timing reveals neither a
+        # partial match nor which token matched.
+        for token, grant in expected:
+            if hmac.compare_digest(given, token):
+                found = grant
+        return found
 
     @web.middleware
     async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in public_paths:
             return await handler(request)
         scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        # Constant time, so response timing does not reveal how much of a guess was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+        grant = grant_of(given.encode()) if scheme.lower() == "bearer" else None
+        if grant is None:
             return error_response(
                 HTTPStatus.UNAUTHORIZED,
                 "unauthorized",
                 "A valid 'Authorization: Bearer <api token>' header is required",
                 headers={hdrs.WWW_AUTHENTICATE: "Bearer"},
             )
+        request[TOKEN_NAME_KEY], request[SCOPES_KEY] = grant
         return await handler(request)
 
     return bearer_auth

@@ -14,7 +14,6 @@ import logging
 import sys
 from typing import Any
 
-from kittyai.catalog import ServiceName
 from kittyai.options import LogLevel
 
 REDACTED = "**REDACTED**"
@@ -64,10 +63,10 @@ class SecretRedactor:
 class JsonFormatter(logging.Formatter):
     """Renders a record as one JSON line and redacts secrets from the whole line."""
 
-    def __init__(self, service: ServiceName, redactor: SecretRedactor) -> None:
-        """Tag every line with `service`; scrub it with `redactor`."""
+    def __init__(self, service: str, redactor: SecretRedactor) -> None:
+        """Tag every line with `service` (a ServiceName, or `worker`); scrub it with `redactor`."""
         super().__init__()
-        self._service = service.value
+        self._service = str(service)
         self._redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
@@ -93,7 +92,7 @@ class JsonFormatter(logging.Formatter):
         return self._redactor.redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
-def configure_logging(service: ServiceName, level: LogLevel, redactor: SecretRedactor) -> None:
+def configure_logging(service: str, level: LogLevel, redactor: SecretRedactor) -> None:
     """Send all logging of this process to stderr as redacted JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service, redactor))

@@ -8,7 +8,7 @@ Services extend `ServiceOptions` with their own fields.
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 LogLevel = Literal["trace", "debug", "info", "notice", "warning", "error", "fatal"]
 
@@ -25,6 +25,25 @@ class MqttOptions(BaseModel):
     tls: bool = False
 
 
+class ScopedToken(BaseModel):
+    """A further API token that may do only what its scopes say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="Who holds it, for the logs.")
+    token: SecretStr = Field(min_length=16)
+    scopes: list[str] = Field(min_length=1)
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, scopes: object) -> object:
+        # An app's options schema cannot nest a list in a list of tokens: there
+        # the scopes are one string, "runs:read runs:write" or comma-separated.
+        if isinstance(scopes, str):
+            return scopes.replace(",", " ").split()
+        return scopes
+
+
 class ServiceOptions(BaseModel):
     """Options shared by all services."""
 
@@ -37,6 +56,8 @@ class ServiceOptions(BaseModel):
     port: int = Field(default=0, ge=0, le=65535)
     # Empty means: generate one on first start and keep it in the data dir.
     api_token: SecretStr | None = None
+    # The api_token may do everything; these only what their scopes allow.
+    scoped_tokens: list[ScopedToken] = Field(default_factory=list)
     mqtt: MqttOptions | None = None
 
     @classmethod

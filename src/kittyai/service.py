@@ -18,7 +18,7 @@ stop on SIGTERM or SIGINT.
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,11 +27,12 @@ import os
 from pathlib import Path
 import signal
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from kittyai import __version__
 from kittyai.catalog import SERVICES, ServiceName
@@ -143,6 +144,8 @@ async def running[OptionsT: ServiceOptions](
     """
     identity = await asyncio.to_thread(Identity.load, data_dir, options.api_token)
     redactor.add(identity.api_token)
+    for secret in _secrets_of(options):
+        redactor.add(secret)
     redactor.add(os.environ.get(SUPERVISOR_TOKEN_ENV))
     async with AsyncExitStack() as cleanups:
         session = await cleanups.enter_async_context(aiohttp.ClientSession())
@@ -165,7 +168,13 @@ async def running[OptionsT: ServiceOptions](
             ),
             port=options.port or SERVICES[service.name].default_port,
             app=create_app(
-                api_token=identity.api_token, registry=registry, public_paths={HEALTH_PATH}
+                api_token=identity.api_token,
+                registry=registry,
+                public_paths={HEALTH_PATH},
+                scoped_tokens={
+                    scoped.token.get_secret_value(): (scoped.name, frozenset(scoped.scopes))
+                    for scoped in options.scoped_tokens
+                },
             ),
             mqtt=MqttLink(
                 service.name,
@@ -264,6 +273,25 @@ async def _resolve_broker(
         return BrokerConfig.from_options(options)
     _LOGGER.warning("No MQTT broker configured; MQTT is disabled")
     return None
+
+
+def _secrets_of(value: object) -> Iterator[str]:
+    """Yield every secret in the options: tokens, passwords, keys, database URLs."""
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        yield secret
+        # A database URL's password also shows alone, e.g. in a driver's error.
+        if "://" in secret and (password := urlsplit(secret).password):
+            yield password
+    elif isinstance(value, BaseModel):
+        for field in type(value).model_fields:
+            yield from _secrets_of(getattr(value, field))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _secrets_of(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secrets_of(item)
 
 
 def _add_builtin_routes(runtime: ServiceRuntime[Any]) -> None:

@@ -9,18 +9,32 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 import pytest
 
-from kittyai.http_server import ApiError, create_app
+from kittyai.http_server import TOKEN_NAME_KEY, ApiError, create_app, require_scope
 
 TOKEN = "scaffold-token"
+READER_TOKEN = "reader-token-0123456789"
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[TestServer, CollectorRegistry]]:
     registry = CollectorRegistry()
-    app = create_app(api_token=TOKEN, registry=registry, public_paths={"/open"})
+    app = create_app(
+        api_token=TOKEN,
+        registry=registry,
+        public_paths={"/open"},
+        scoped_tokens={READER_TOKEN: ("dashboard", frozenset({"items:read"}))},
+    )
 
     async def item(request: web.Request) -> web.Response:
         return web.json_response({"id": request.match_info["id"]})
+
+    async def write_item(request: web.Request) -> web.Response:
+        require_scope(request, "items:write")
+        return web.json_response({"written_by": request[TOKEN_NAME_KEY]})
+
+    async def read_item(request: web.Request) -> web.Response:
+        require_scope(request, "items:read")
+        return web.json_response({"read_by": request[TOKEN_NAME_KEY]})
 
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -41,6 +55,8 @@ async def server() -> AsyncIterator[tuple[TestServer, CollectorRegistry]]:
 
     app.router.add_get("/api/items/{id}", item)
     app.router.add_get("/api/stream", stream)
+    app.router.add_post("/api/scoped", write_item)
+    app.router.add_get("/api/scoped", read_item)
     app.router.add_get("/api/busy", busy)
     app.router.add_get("/api/moved", moved)
     app.router.add_get("/open", open_route)
@@ -105,3 +121,28 @@ async def test_metrics_label_routes_not_paths(
 
     assert count("/api/items/{id}", "200") == 2
     assert count("unmatched", "404") == 2
+
+
+async def test_scoped_tokens_may_do_only_what_their_scopes_allow(
+    server: tuple[TestServer, CollectorRegistry],
+) -> None:
+    test_server, _ = server
+    url = test_server.make_url("/api/scoped")
+    async with aiohttp.ClientSession() as session:
+        reader = {"Authorization": f"Bearer {READER_TOKEN}"}
+        async with session.get(url, headers=reader) as response:
+            assert response.status == HTTPStatus.OK
+            assert await response.json() == {"read_by": "dashboard"}
+        async with session.post(url, headers=reader) as response:
+            assert response.status == HTTPStatus.FORBIDDEN
+            body = await response.json()
+            assert body["error"]["code"] == "missing_scope"
+            assert "items:write" in body["error"]["message"]
+        # The service's own token may do everything.
+        async with session.post(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+            assert response.status == HTTPStatus.OK
+            assert await response.json() == {"written_by": "api_token"}
+        # A scoped token's prefix is no token at all.
+        prefix = {"Authorization": f"Bearer {READER_TOKEN[:-1]}"}
+        async with session.get(url, headers=prefix) as response:
+            assert response.status == HTTPStatus.UNAUTHORIZED

@@ -141,3 +141,26 @@ async def test_secrets_never_reach_the_log(start_service: StartService) -> None:
     assert router.token not in log
     assert MQTT_PASSWORD not in log
     assert "/api/**REDACTED**" in log
+
+
+async def test_every_secret_of_the_options_is_redacted(start_service: StartService) -> None:
+    scoped = "scoped-token-never-logged-7731"
+    core_token = "core-token-never-logged-9902"
+    orchestrator = await start_service(
+        ServiceName.ORCHESTRATOR,
+        extra_options={
+            "scoped_tokens": [{"name": "dashboard", "token": scoped, "scopes": "runs:read"}],
+            "home_assistant": {"url": "http://127.0.0.1:1", "token": core_token},
+        },
+    )
+    async with aiohttp.ClientSession() as session:
+        for secret in (scoped, core_token):
+            async with session.get(
+                f"{orchestrator.url}/api/{secret}", headers=bearer(scoped)
+            ) as response:
+                assert response.status == 404
+    log = orchestrator.log()
+
+    assert scoped not in log
+    assert core_token not in log
+    assert log.count("/api/**REDACTED**") >= 2
