@@ -337,10 +337,12 @@ async def test_too_little_memory_for_the_kernel_is_reported(out_dir: Path) -> No
     # Loading CadQuery and OCCT maps about 1.2 GiB of address space.
     run = await sandboxed(BOX_WITH_HOLE, out_dir, SandboxOptions(memory_mb=1024))
 
-    assert run.error == (
-        "the CAD kernel could not be loaded within the sandbox's 1024 MiB memory limit"
-        " (ImportError)"
-    )
+    # Where the limit bites depends on what the library's imports allocate first: a
+    # shared library that cannot be mapped (ImportError) or a Python allocation.
+    assert run.error in {
+        f"the CAD kernel could not be loaded within the sandbox's 1024 MiB memory limit ({error})"
+        for error in ("ImportError", "MemoryError")
+    }
     assert_failed_cleanly(run, out_dir)
 
 
