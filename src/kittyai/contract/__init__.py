@@ -11,12 +11,14 @@ events are QoS 1 and not retained; high-rate progress is QoS 0.
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kittyai.catalog import ServiceName
 from kittyai.contract.cad import CadJobEvent
+from kittyai.contract.orchestrator import NodeCapacity, RunEvent, RunStats
 from kittyai.contract.rag import KnowledgeStats
 from kittyai.contract.routing import RouterStats, RoutingDecision
 
@@ -63,10 +65,14 @@ class TopicSpec:
         """Return the concrete topic for a service."""
         return self.pattern.format(service=service.value)
 
+    def topic_for(self, **fields: str) -> str:
+        """Return the concrete topic of a per-object pattern, e.g. `run_id=...`."""
+        return self.pattern.format(**fields)
+
     @property
     def wildcard(self) -> str:
-        """Return the subscription filter that matches every service."""
-        return self.pattern.format(service="+")
+        """Return the subscription filter that matches every service or object."""
+        return re.sub(r"\{[a-z_]+\}", "+", self.pattern)
 
 
 AVAILABILITY = TopicSpec(
@@ -127,6 +133,37 @@ RAG_STATS = TopicSpec(
     ),
 )
 
+RUN_EVENT = TopicSpec(
+    name="run_event",
+    pattern=TOPIC_ROOT + "/runs/{run_id}/event",
+    qos=1,
+    retain=False,
+    payload=RunEvent,
+    description="One event per change of an orchestrator run or of one of its steps.",
+)
+RUN_STATS = TopicSpec(
+    name="run_stats",
+    pattern=TOPIC_ROOT + "/orchestrator/runs",
+    qos=1,
+    retain=True,
+    payload=RunStats,
+    description=(
+        "Active runs, the runs awaiting approval and the last result, re-sent after every"
+        " change of a run's state."
+    ),
+)
+NODE_CAPACITY = TopicSpec(
+    name="node_capacity",
+    pattern=TOPIC_ROOT + "/nodes/{node_id}/capacity",
+    qos=1,
+    retain=True,
+    payload=NodeCapacity,
+    description=(
+        "A worker's capabilities and headroom, re-sent every heartbeat; its last will and"
+        " clean stop say `online: false`."
+    ),
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     AVAILABILITY,
     INFO,
@@ -134,6 +171,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     ROUTER_DECISION,
     CAD_JOB,
     RAG_STATS,
+    RUN_EVENT,
+    RUN_STATS,
+    NODE_CAPACITY,
 )
 
 
