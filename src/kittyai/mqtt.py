@@ -5,10 +5,17 @@ the last will, announce (`online` plus every retained state), serve, and on any
 connection error wait with capped exponential backoff and start over. Callers
 never await the broker: `publish_event` and `set_retained` only hand messages to
 the link, which sends them in order whenever it is connected.
+
+What the link announces about its owner is its `Presence`: by default the
+service's availability topic (`online`, and `offline` as the last will and on a
+clean stop). A worker passes its own: retained capacity whose last will says
+`online: false`. `subscribe` delivers incoming messages to a callback, and the
+link subscribes again after every reconnect.
 """
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 import logging
@@ -98,6 +105,50 @@ class _Message:
     retain: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Where and how the link tells others that its owner is up or gone; always retained."""
+
+    topic: str
+    # Published on every connect; None when retained state on `topic` says it instead.
+    online: MqttPayload | None
+    # The last will, and what a clean stop publishes. Called at every connect and at
+    # the stop, so the payload can carry the time it was made.
+    offline: Callable[[], MqttPayload]
+    qos: int = RETAINED_QOS
+
+    @classmethod
+    def availability(cls, service: ServiceName) -> Self:
+        """Return the presence of a service: `online`/`offline` on its availability topic."""
+        return cls(
+            topic=AVAILABILITY.topic(service),
+            online=Availability.ONLINE.value,
+            offline=lambda: Availability.OFFLINE.value,
+            qos=AVAILABILITY.qos,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A message the broker delivered on a subscription."""
+
+    topic: str
+    payload: bytes
+    # True when it came from the broker's retained store rather than live.
+    retain: bool
+
+
+# Called on the link's task for each matching message; it must not block.
+type MessageCallback = Callable[[ReceivedMessage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    topic_filter: str
+    callback: MessageCallback
+    qos: int
+
+
 class _LinkMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.connected = Gauge(
@@ -127,15 +178,22 @@ class MqttLink:
         registry: CollectorRegistry,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
         backoff: Backoff | None = None,
+        presence: Presence | None = None,
     ) -> None:
-        """Prepare the link; with `broker` None, MQTT is disabled and messages go nowhere."""
+        """Prepare the link; with `broker` None, MQTT is disabled and messages go nowhere.
+
+        `presence` defaults to the service's availability topic.
+        """
         self._service = service
         self._broker = broker
         self._client_id = client_id
         self._max_queued_events = max_queued_events
         self._backoff = backoff or Backoff()
         self._metrics = _LinkMetrics(registry)
-        self._availability_topic = AVAILABILITY.topic(service)
+        self._presence = presence or Presence.availability(service)
+        self._subscriptions: list[_Subscription] = []
+        # Not yet subscribed on this connection; every connect subscribes them all.
+        self._unsent_subscriptions: list[_Subscription] = []
         self._retained: dict[str, _Message] = {}
         self._outbox: deque[_Message] = deque()
         self._outbox_changed = asyncio.Event()
@@ -173,6 +231,19 @@ class MqttLink:
         if self._state is MqttState.CONNECTED:
             self._enqueue(message)
 
+    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
+        """Deliver every message matching `topic_filter` to `callback`, across reconnects.
+
+        Retained messages arrive on every (re)connect, marked `retain`. With MQTT
+        disabled nothing ever arrives.
+        """
+        subscription = _Subscription(topic_filter, callback, qos)
+        self._subscriptions.append(subscription)
+        if self._state is MqttState.CONNECTED:
+            # The sender subscribes it, in order with what it publishes.
+            self._unsent_subscriptions.append(subscription)
+            self._outbox_changed.set()
+
     def start(self) -> None:
         """Start connecting in the background."""
         if self._broker is None or self._task is not None:
@@ -182,7 +253,7 @@ class MqttLink:
         )
 
     async def stop(self) -> None:
-        """Flush queued messages, publish `offline` and disconnect."""
+        """Flush queued messages, publish the presence's `offline` and disconnect."""
         if self._task is None:
             return
         self._stop_requested.set()
@@ -224,10 +295,10 @@ class MqttLink:
             tls_context=tls_context,
             keepalive=KEEPALIVE_SECONDS,
             will=aiomqtt.Will(
-                self._availability_topic,
-                Availability.OFFLINE.value,
-                qos=AVAILABILITY.qos,
-                retain=AVAILABILITY.retain,
+                self._presence.topic,
+                _encode(self._presence.offline()),
+                qos=self._presence.qos,
+                retain=True,
             ),
         )
 
@@ -236,6 +307,9 @@ class MqttLink:
         self._on_connected(broker)
         await self._announce(client)
         await client.subscribe(HA_STATUS_TOPIC, qos=1)
+        self._unsent_subscriptions.clear()
+        for subscription in list(self._subscriptions):
+            await client.subscribe(subscription.topic_filter, qos=subscription.qos)
         receiver = asyncio.create_task(self._receive(client))
         sender = asyncio.create_task(self._send_outbox(client))
         try:
@@ -246,23 +320,19 @@ class MqttLink:
             await asyncio.gather(receiver, sender, return_exceptions=True)
         for task in done:
             task.result()
-        await self._publish_availability(client, Availability.OFFLINE)
+        await self._publish_presence(client, self._presence.offline())
         _LOGGER.info("Published offline; disconnecting from MQTT broker %s", broker)
 
     async def _announce(self, client: aiomqtt.Client) -> None:
-        await self._publish_availability(client, Availability.ONLINE)
+        if self._presence.online is not None:
+            await self._publish_presence(client, self._presence.online)
         # A copy: set_retained may add state while this awaits the broker.
         for message in list(self._retained.values()):
             await _publish(client, message)
 
-    async def _publish_availability(
-        self, client: aiomqtt.Client, availability: Availability
-    ) -> None:
+    async def _publish_presence(self, client: aiomqtt.Client, payload: MqttPayload) -> None:
         await client.publish(
-            self._availability_topic,
-            availability.value,
-            qos=AVAILABILITY.qos,
-            retain=AVAILABILITY.retain,
+            self._presence.topic, _encode(payload), qos=self._presence.qos, retain=True
         )
 
     async def _receive(self, client: aiomqtt.Client) -> None:
@@ -270,10 +340,28 @@ class MqttLink:
             if message.topic.matches(HA_STATUS_TOPIC) and message.payload == HA_ONLINE.encode():
                 _LOGGER.info("Home Assistant is online; re-publishing retained state")
                 await self._announce(client)
+            self._deliver(message)
+
+    def _deliver(self, message: aiomqtt.Message) -> None:
+        if not isinstance(message.payload, bytes):
+            return
+        received = ReceivedMessage(message.topic.value, message.payload, bool(message.retain))
+        for subscription in self._subscriptions:
+            if not message.topic.matches(subscription.topic_filter):
+                continue
+            try:
+                subscription.callback(received)
+            except Exception:
+                # One bad handler must not cut the connection for everything else.
+                _LOGGER.exception("Handling an MQTT message on %s failed", received.topic)
 
     async def _send_outbox(self, client: aiomqtt.Client) -> None:
         """Send queued messages in order; return once stop is requested and all are sent."""
         while True:
+            while self._unsent_subscriptions:
+                subscription = self._unsent_subscriptions[0]
+                await client.subscribe(subscription.topic_filter, qos=subscription.qos)
+                self._unsent_subscriptions.pop(0)
             while self._outbox:
                 message = self._outbox[0]
                 await _publish(client, message)

@@ -83,7 +83,8 @@ def test_only_the_orchestrator_gets_api_access() -> None:
             "hassio_api": True,
             "hassio_role": "manager",
             "homeassistant_api": True,
-            **share,
+            # config_change patches allow-listed files of Home Assistant's configuration.
+            "map": ["homeassistant_config:rw", "share:rw"],
         },
     }
 

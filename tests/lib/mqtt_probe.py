@@ -76,9 +76,11 @@ class MqttProbe:
         await asyncio.gather(self._task, return_exceptions=True)
         await self._client.__aexit__(exc_type, exc, tb)
 
-    async def publish(self, topic: str, payload: str, *, qos: int = 0) -> None:
+    async def publish(
+        self, topic: str, payload: str, *, qos: int = 0, retain: bool = False
+    ) -> None:
         """Publish as another client would, e.g. Home Assistant."""
-        await self._client.publish(topic, payload, qos=qos)
+        await self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def clear(self) -> None:
         """Forget what arrived so far."""

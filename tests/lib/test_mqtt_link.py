@@ -2,16 +2,18 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+import itertools
 import logging
 import time
 
+import aiomqtt
 from prometheus_client import CollectorRegistry
 import pytest
 
 from kittyai.backoff import Backoff
 from kittyai.catalog import ServiceName
 from kittyai.contract import AVAILABILITY
-from kittyai.mqtt import BrokerConfig, MqttLink, MqttState
+from kittyai.mqtt import BrokerConfig, MqttLink, MqttState, Presence, ReceivedMessage
 from tests.helpers.broker import MosquittoBroker
 from tests.helpers.net import free_port
 from tests.lib.mqtt_probe import MqttProbe, on, text
@@ -174,3 +176,105 @@ async def test_without_a_broker_the_link_is_disabled() -> None:
 
     assert link.state is MqttState.DISABLED
     await link.stop()
+
+
+NODE_TOPIC = "kitty/nodes/bench-1/capacity"
+INBOX = "kitty/orchestrator/test/inbox"
+OTHER = "kitty/orchestrator/test/other"
+
+
+def node_link(port: int) -> MqttLink:
+    """A link whose presence is retained state on its own topic, as a worker's is."""
+    made = itertools.count(1)
+    return MqttLink(
+        SERVICE,
+        BrokerConfig("127.0.0.1", port),
+        client_id="kitty-worker-test",
+        registry=CollectorRegistry(),
+        backoff=Backoff(initial=0.05, maximum=0.2),
+        # Made anew for each connection attempt and the clean stop: it can carry a time.
+        presence=Presence(topic=NODE_TOPIC, online=None, offline=lambda: f"gone {next(made)}"),
+    )
+
+
+def gone_number(message: aiomqtt.Message) -> int:
+    prefix, _, number = text(message).partition(" ")
+    assert prefix == "gone"
+    return int(number)
+
+
+async def test_a_custom_presence_is_the_will_and_the_clean_stop(
+    mqtt_broker: MosquittoBroker, proxy: TcpProxy
+) -> None:
+    link = node_link(proxy.port)
+    link.set_retained(NODE_TOPIC, "here")
+    async with MqttProbe(mqtt_broker.port, "kitty/#") as probe:
+        link.start()
+        await probe.expect(on(NODE_TOPIC, "here"))
+
+        await proxy.cut()
+        will = await probe.expect(lambda m: m.topic.value == NODE_TOPIC and text(m) != "here")
+        await proxy.start()
+        await wait_until(lambda: link.state is MqttState.CONNECTED)
+        await link.stop()
+
+        # The service's availability topic is not the link's business any more.
+        assert not [m for m in probe.messages if m.topic.value == AVAILABILITY.topic(SERVICE)]
+    async with MqttProbe(mqtt_broker.port, NODE_TOPIC) as late:
+        stopped = await late.expect(on(NODE_TOPIC))
+    # The will of the first connection, then a later one said on the clean stop.
+    assert gone_number(will) == 1
+    assert gone_number(stopped) > 1
+
+
+async def test_subscriptions_deliver_across_reconnects(
+    mqtt_broker: MosquittoBroker, proxy: TcpProxy
+) -> None:
+    link = make_link(proxy.port)
+    early: list[ReceivedMessage] = []
+    late: list[ReceivedMessage] = []
+    link.subscribe(INBOX + "/#", early.append)
+    async with MqttProbe(mqtt_broker.port, INBOX + "/#") as sender:
+        await sender.publish(INBOX + "/kept", "retained before start", qos=1, retain=True)
+        await sender.publish(OTHER, "retained elsewhere", qos=1, retain=True)
+        link.start()
+        await wait_until(lambda: len(early) == 1)
+        await sender.publish(INBOX + "/live", "live", qos=1)
+        await wait_until(lambda: len(early) == 2)
+        # Subscribed while connected.
+        link.subscribe(OTHER, late.append)
+        await wait_until(lambda: len(late) == 1)
+
+        await proxy.cut()
+        await wait_until(lambda: link.state is MqttState.DISCONNECTED)
+        await proxy.start()
+        await wait_until(lambda: len(early) == 3 and len(late) == 2)
+        await link.stop()
+
+    assert [(m.topic, m.payload, m.retain) for m in early] == [
+        (INBOX + "/kept", b"retained before start", True),
+        (INBOX + "/live", b"live", False),
+        # Subscribed again after the reconnect: the broker sends the retained message again.
+        (INBOX + "/kept", b"retained before start", True),
+    ]
+    assert [(m.payload, m.retain) for m in late] == [(b"retained elsewhere", True)] * 2
+
+
+async def test_a_failing_callback_does_not_stop_the_others(mqtt_broker: MosquittoBroker) -> None:
+    link = make_link(mqtt_broker.port)
+    delivered: list[bytes] = []
+
+    def broken(_message: ReceivedMessage) -> None:
+        raise RuntimeError("bug in a handler")
+
+    link.subscribe(INBOX, broken)
+    link.subscribe(INBOX, lambda message: delivered.append(message.payload))
+    link.start()
+    await wait_until(lambda: link.state is MqttState.CONNECTED)
+    async with MqttProbe(mqtt_broker.port, INBOX) as sender:
+        for number in range(2):
+            await sender.publish(INBOX, f"message-{number}", qos=1)
+        await wait_until(lambda: len(delivered) == 2)
+    await link.stop()
+
+    assert delivered == [b"message-0", b"message-1"]

@@ -1,0 +1,1 @@
+"""Tests of the orchestrator: engine, templates, API, workers."""
