@@ -6,14 +6,17 @@ harness mounts its own testing config, which would otherwise hide KITTY
 ("Integration not found").
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from homeassistant.core import HomeAssistant
 import pytest
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.kitty.const import DOMAIN  # noqa: F401
 from tests.helpers.broker import MosquittoBroker
 from tests.helpers.llama import LlamaServer
+from tests.helpers.mobile_app import Phone, PushServer, register_phone
 from tests.helpers.net import loopback_sockets
 
 
@@ -39,3 +42,18 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
         server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def push_server() -> AsyncIterator[PushServer]:
+    """Receive the push notifications Home Assistant sends to the test's phone."""
+    async with PushServer.serving() as server:
+        yield server
+
+
+@pytest.fixture
+async def phone(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, push_server: PushServer
+) -> Phone:
+    """A phone with the Home Assistant app, registered with mobile_app, pushing to the test."""
+    return await register_phone(hass, hass_client, push_server)

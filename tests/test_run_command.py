@@ -164,6 +164,37 @@ def test_run_command_brings_up_kitty_and_ctrl_c_stops_everything(stack: RunningS
     assert "pulse width modulation" in answer["choices"][0]["message"]["content"].lower()
     assert answer["kitty"]["tier"] == "local"
 
+    # The orchestrator is connected: a drill run started through Home Assistant's
+    # action runs to its end, and Home Assistant's sensor follows its statistics.
+    created = _post_json(
+        f"{credentials['url']}/api/services/kitty/create_run?return_response",
+        {"template": "noop", "params": {"steps": 2}},
+        credentials["token"],
+    )
+    run_id = created["service_response"]["run_id"]
+    orchestrator_url = f"http://127.0.0.1:{ports['services']['orchestrator']}"
+    orchestrator_token = (
+        (stack.dir / "services" / "orchestrator" / "data" / "api_token").read_text().strip()
+    )
+    deadline = time.monotonic() + 60
+    while (run := _get_json(f"{orchestrator_url}/api/runs/{run_id}", orchestrator_token))[
+        "state"
+    ] != "succeeded":
+        assert time.monotonic() < deadline, f"the drill run never succeeded: {run}"
+        time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while True:
+        states = _get_json(f"{credentials['url']}/api/states", credentials["token"])
+        last_result = [
+            state
+            for state in states
+            if state["entity_id"].startswith("sensor.") and "last_run_result" in state["entity_id"]
+        ]
+        if last_result and last_result[0]["state"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, f"no last run result: {last_result}"
+        time.sleep(1)
+
     assert stack.interrupt() == 0
     assert _processes_mentioning(str(stack.dir)) == []
     # The local model runs from the repository's .venv-llm: find it by its port.

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 import logging
 from types import MappingProxyType
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 from homeassistant.const import CONF_TOKEN, CONF_URL, Platform
@@ -15,6 +16,7 @@ from homeassistant.helpers.typing import ConfigType
 from kittyai.cad_client import CadClient
 from kittyai.client import KittyAuthError, KittyClient, KittyError
 from kittyai.contract import ServiceInfo
+from kittyai.orchestrator_client import OrchestratorClient
 from kittyai.rag_client import RagClient
 
 from .cad import LatestPartCoordinator
@@ -23,6 +25,7 @@ from .const import (
     DEFAULT_CONVERSATION_OPTIONS,
     DOMAIN,
     SECTION_CAD,
+    SECTION_ORCHESTRATOR,
     SECTION_RAG,
     SUBENTRY_CONVERSATION,
     SUBENTRY_PRINTER,
@@ -31,10 +34,11 @@ from .coordinator import KittyCoordinator
 from .knowledge import KnowledgeCoordinator
 from .llm_api import KittyLLMAPI
 from .memory import ConversationMemory
-from .optional_service import optional_service_client
+from .optional_service import OptionalServiceCoordinator, optional_service_client
 from .print_monitor import MonitorSettings, PrintMonitor
 from .printer_coordinator import PrinterCoordinator
 from .remote_mode import RemoteMode
+from .runs import RunsCoordinator
 from .scenes import PrinterScenes, SceneStore
 from .services import async_setup_services
 
@@ -70,7 +74,18 @@ class KittyRuntimeData:
     latest_part: LatestPartCoordinator | None = None
     # The statistics of the knowledge service the entry's options name; None without one.
     knowledge: KnowledgeCoordinator | None = None
+    # The runs of the orchestrator the entry's options name; None without one.
+    runs: RunsCoordinator | None = None
     remote_mode: RemoteMode = field(default_factory=RemoteMode)
+
+    @property
+    def optional_services(self) -> tuple[OptionalServiceCoordinator[Any, Any], ...]:
+        """Return the coordinators of the services the entry uses besides the router."""
+        return tuple(
+            service
+            for service in (self.latest_part, self.knowledge, self.runs)
+            if service is not None
+        )
 
     @property
     def cad(self) -> CadClient | None:
@@ -81,6 +96,11 @@ class KittyRuntimeData:
     def rag(self) -> RagClient | None:
         """Return the client of the entry's knowledge service; None without one."""
         return self.knowledge.client if self.knowledge is not None else None
+
+    @property
+    def orchestrator(self) -> OrchestratorClient | None:
+        """Return the client of the entry's orchestrator; None without one."""
+        return self.runs.client if self.runs is not None else None
 
 
 type KittyConfigEntry = ConfigEntry[KittyRuntimeData]
@@ -94,7 +114,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> bool:
-    """Connect to the router, follow the services over MQTT, reach printers, CAD, knowledge."""
+    """Connect to the router, follow the services over MQTT, reach printers and the others."""
     url: str = entry.data[CONF_URL]
     client = KittyClient(async_get_clientsession(hass), url, entry.data[CONF_TOKEN])
     try:
@@ -136,20 +156,30 @@ async def async_setup_entry(hass: HomeAssistant, entry: KittyConfigEntry) -> boo
     latest_part = None if cad is None else LatestPartCoordinator(hass, entry, cad)
     rag = optional_service_client(hass, entry.options, SECTION_RAG, RagClient)
     knowledge = None if rag is None else KnowledgeCoordinator(hass, entry, rag)
+    orchestrator = optional_service_client(
+        hass, entry.options, SECTION_ORCHESTRATOR, OrchestratorClient
+    )
+    runs = None if orchestrator is None else RunsCoordinator(hass, entry, orchestrator)
     entry.runtime_data = KittyRuntimeData(
-        client, router_info, coordinator, printers, monitors, scenes, latest_part, knowledge
+        client,
+        router_info,
+        coordinator,
+        printers,
+        monitors,
+        scenes,
+        latest_part,
+        knowledge,
+        runs,
     )
     for subentry_id, printer in printers.items():
         printer.async_start()
         scenes[subentry_id].async_start()
     for monitor in monitors.values():
         monitor.async_start()
-    if latest_part is not None:
-        # The CAD service is optional: one that is down only makes its image unavailable.
-        await latest_part.async_start()
-    if knowledge is not None:
-        # So is the knowledge service: one that is down only makes its sensors unavailable.
-        await knowledge.async_start()
+    # The CAD service, the knowledge service and the orchestrator are optional: one
+    # that is down only makes its entities unavailable and its actions fail.
+    for optional in entry.runtime_data.optional_services:
+        await optional.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True

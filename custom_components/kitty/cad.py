@@ -13,7 +13,7 @@ from pathlib import Path
 import re
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any, Final, override
+from typing import Any, Final, override
 
 from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
@@ -29,11 +29,9 @@ from .const import CAD_PREVIEW_DIR, CAD_PREVIEW_URL, DOMAIN
 from .optional_service import (
     OptionalServiceCoordinator,
     ServiceErrorKeys,
+    required_service,
     translated_service_errors,
 )
-
-if TYPE_CHECKING:
-    from . import KittyConfigEntry
 
 PREVIEW_FILE: Final = "preview.png"
 # Artifact ids become file names: only these characters may.
@@ -42,6 +40,7 @@ _ERROR_KEYS: Final = ServiceErrorKeys(
     rejected="cad_rejected",
     invalid_auth="cad_invalid_auth",
     unavailable="cad_unavailable",
+    not_configured="cad_not_configured",
     by_code={"artifact_not_found": "unknown_artifact"},
 )
 
@@ -105,12 +104,8 @@ def translated_cad_errors(client: CadClient) -> Iterator[None]:
 
 @callback
 def loaded_cad(hass: HomeAssistant) -> LatestPartCoordinator:
-    """Return the CAD service of the first loaded KITTY entry that has one."""
-    entries: list[KittyConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
-    for entry in entries:
-        if (latest := entry.runtime_data.latest_part) is not None:
-            return latest
-    raise ServiceValidationError(translation_domain=DOMAIN, translation_key="cad_not_configured")
+    """Return the CAD service of the first loaded KITTY entry that has one; refuse without."""
+    return required_service(hass, LatestPartCoordinator)
 
 
 def preview_url(artifact_id: str) -> str:

@@ -87,6 +87,7 @@ from .const import (
     PROFILES,
     SECTION_CAD,
     SECTION_MONITOR,
+    SECTION_ORCHESTRATOR,
     SECTION_RAG,
     SECTION_SCENES,
     SUBENTRY_CONVERSATION,
@@ -198,10 +199,16 @@ class OptionalService:
     wrong_service_error: str
 
 
-# The entry's options: the CAD and knowledge services, each in its own section.
+# The entry's options: the CAD service, the knowledge service and the orchestrator,
+# each in its own section.
 OPTIONAL_SERVICES: Final = (
     OptionalService(SECTION_CAD, ServiceName.CAD, wrong_service_error="not_cad_service"),
     OptionalService(SECTION_RAG, ServiceName.RAG, wrong_service_error="not_rag_service"),
+    OptionalService(
+        SECTION_ORCHESTRATOR,
+        ServiceName.ORCHESTRATOR,
+        wrong_service_error="not_orchestrator_service",
+    ),
 )
 # An empty URL turns the service off; an empty token keeps the one stored, which is
 # never sent back to the browser.
@@ -477,7 +484,7 @@ class KittyConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class KittyOptionsFlow(OptionsFlow):
-    """Change what a KITTY entry uses besides the router: its CAD and knowledge services.
+    """Change what a KITTY entry uses besides the router: CAD, knowledge, the orchestrator.
 
     The entry's update listener reloads it with the new options.
     """

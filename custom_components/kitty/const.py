@@ -96,5 +96,10 @@ CAD_PREVIEW_URL: Final = "/local/kitty/cad"
 # The entry's options: the knowledge service KITTY cites and remembers with, off while
 # its URL is empty.
 SECTION_RAG: Final = "rag"
+# The entry's options: the orchestrator that runs KITTY's multi-step jobs, off while its
+# URL is empty.
+SECTION_ORCHESTRATOR: Final = "orchestrator"
+# The event fired for every change of a run's state or of one of its steps' states.
+EVENT_RUN: Final = "kitty_run_event"
 # What an AI Task asks the router for.
 AI_TASK_PROFILE: Final = PROFILE_AUTO

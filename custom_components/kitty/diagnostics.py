@@ -10,6 +10,7 @@ from homeassistant.core import HomeAssistant
 from kittyai.catalog import ServiceName
 
 from . import KittyConfigEntry
+from .optional_service import OptionalServiceCoordinator
 
 TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
 
@@ -17,12 +18,13 @@ TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: KittyConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry, router, services, printers, CAD and knowledge, without secrets.
+    """Return the entry, router, services, printers, CAD, knowledge and runs, without secrets.
 
-    Tokens and API keys are redacted wherever they are, the CAD and knowledge tokens in
-    the options too. A printer comes with its settings, who it is and what it reported
-    last; the CAD service with whether it answers and its newest part; the knowledge
-    service with whether it answers and its statistics.
+    Tokens and API keys are redacted wherever they are, the CAD, knowledge and
+    orchestrator tokens in the options too. A printer comes with its settings, who it
+    is and what it reported last; the CAD service with whether it answers and its
+    newest part; the knowledge service and the orchestrator with whether they answer
+    and their statistics.
     """
     runtime = entry.runtime_data
     # Backend names and amounts of money: the statistics hold no secrets.
@@ -56,33 +58,43 @@ async def async_get_config_entry_diagnostics(
         },
         "cad": _cad_diagnostics(entry),
         "knowledge": _knowledge_diagnostics(entry),
+        "orchestrator": _orchestrator_diagnostics(entry),
     }
 
 
 def _cad_diagnostics(entry: KittyConfigEntry) -> dict[str, Any] | None:
     """Return the CAD service's state as the entry sees it; None without one."""
-    latest = entry.runtime_data.latest_part
-    if latest is None:
+    if (latest := entry.runtime_data.latest_part) is None:
         return None
     part = latest.data
     return {
-        "url": str(latest.client.url),
-        "available": latest.last_update_success,
-        "last_error": None if latest.last_update_success else str(latest.last_exception),
+        **_service_state(latest),
         "latest_part": part.artifact.model_dump(mode="json", exclude={"script"}) if part else None,
     }
 
 
 def _knowledge_diagnostics(entry: KittyConfigEntry) -> dict[str, Any] | None:
     """Return the knowledge service's state as the entry sees it; None without one."""
-    knowledge = entry.runtime_data.knowledge
-    if knowledge is None:
+    if (knowledge := entry.runtime_data.knowledge) is None:
         return None
     stats = knowledge.data
+    # Counts, titles and project names: no secrets.
+    return {**_service_state(knowledge), "stats": stats.model_dump(mode="json") if stats else None}
+
+
+def _orchestrator_diagnostics(entry: KittyConfigEntry) -> dict[str, Any] | None:
+    """Return the orchestrator's state as the entry sees it; None without one."""
+    if (runs := entry.runtime_data.runs) is None:
+        return None
+    stats = runs.data
+    # Counts, run ids, templates and the reasons of their gates: no secrets.
+    return {**_service_state(runs), "stats": stats.model_dump(mode="json") if stats else None}
+
+
+def _service_state(service: OptionalServiceCoordinator[Any, Any]) -> dict[str, Any]:
+    """Return where an optional service is and whether it answers."""
     return {
-        "url": str(knowledge.client.url),
-        "available": knowledge.last_update_success,
-        "last_error": None if knowledge.last_update_success else str(knowledge.last_exception),
-        # Counts, titles and project names: no secrets.
-        "stats": stats.model_dump(mode="json") if stats else None,
+        "url": str(service.client.url),
+        "available": service.last_update_success,
+        "last_error": None if service.last_update_success else str(service.last_exception),
     }

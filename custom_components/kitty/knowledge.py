@@ -7,26 +7,24 @@ announces itself offline is asked at once, so its sensors do not show stale coun
 """
 
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Final, override
+from typing import Any, Final, override
 
 from homeassistant.components import mqtt
 from homeassistant.core import Context, HomeAssistant, callback
-from homeassistant.exceptions import ServiceValidationError
 
 from kittyai.catalog import ServiceName
-from kittyai.contract import AVAILABILITY, RAG_STATS, Availability
+from kittyai.contract import RAG_STATS
 from kittyai.contract.rag import KnowledgeStats, SearchHit
 from kittyai.rag_client import RagClient
 
-from .const import DOMAIN
 from .optional_service import (
     OptionalServiceCoordinator,
     ServiceErrorKeys,
+    loaded_service,
+    required_service,
     translated_service_errors,
 )
-
-if TYPE_CHECKING:
-    from . import KittyConfigEntry
+from .users import async_user_name
 
 # The author of a note that no signed-in user added, e.g. from an automation.
 DEFAULT_AUTHOR: Final = "Home Assistant"
@@ -37,6 +35,7 @@ _ERROR_KEYS: Final = ServiceErrorKeys(
     rejected="knowledge_rejected",
     invalid_auth="knowledge_invalid_auth",
     unavailable="knowledge_unavailable",
+    not_configured="knowledge_not_configured",
     by_code={
         "document_not_found": "unknown_document",
         "project_not_found": "unknown_project",
@@ -56,7 +55,7 @@ class KnowledgeCoordinator(OptionalServiceCoordinator[RagClient, KnowledgeStats 
         """Read the statistics without holding up setup, and follow what the service pushes."""
         await super().async_start()
         await self._async_follow(RAG_STATS, self._async_handle_stats)
-        await self._async_follow(AVAILABILITY, self._async_handle_availability)
+        await self._async_follow_availability()
 
     @override
     async def _async_fetch(self) -> KnowledgeStats:
@@ -69,12 +68,6 @@ class KnowledgeCoordinator(OptionalServiceCoordinator[RagClient, KnowledgeStats 
         if (stats := self._payload(KnowledgeStats, msg)) is not None:
             self.async_set_updated_data(stats)
 
-    @callback
-    def _async_handle_availability(self, msg: mqtt.ReceiveMessage) -> None:
-        """Ask a service that went offline: its counts show as unavailable once it fails."""
-        if msg.payload == Availability.OFFLINE:
-            self._async_refresh_in_background()
-
 
 def translated_knowledge_errors(client: RagClient) -> AbstractContextManager[None]:
     """Turn the knowledge client's errors into Home Assistant's, with translated messages."""
@@ -84,29 +77,18 @@ def translated_knowledge_errors(client: RagClient) -> AbstractContextManager[Non
 @callback
 def loaded_knowledge(hass: HomeAssistant) -> KnowledgeCoordinator | None:
     """Return the knowledge service of the first loaded KITTY entry that has one."""
-    entries: list[KittyConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
-    return next(
-        (entry.runtime_data.knowledge for entry in entries if entry.runtime_data.knowledge),
-        None,
-    )
+    return loaded_service(hass, KnowledgeCoordinator)
 
 
 @callback
 def required_knowledge(hass: HomeAssistant) -> KnowledgeCoordinator:
     """Return the knowledge service of a loaded KITTY entry; refuse when none has one."""
-    if (knowledge := loaded_knowledge(hass)) is None:
-        raise ServiceValidationError(
-            translation_domain=DOMAIN, translation_key="knowledge_not_configured"
-        )
-    return knowledge
+    return required_service(hass, KnowledgeCoordinator)
 
 
 async def async_author(hass: HomeAssistant, context: Context) -> str:
     """Return who a note is from: the signed-in user who asked, else Home Assistant."""
-    if context.user_id is None:
-        return DEFAULT_AUTHOR
-    user = await hass.auth.async_get_user(context.user_id)
-    return user.name if user is not None and user.name else DEFAULT_AUTHOR
+    return await async_user_name(hass, context) or DEFAULT_AUTHOR
 
 
 def citation(hit: SearchHit) -> str:

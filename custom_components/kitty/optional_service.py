@@ -1,8 +1,8 @@
 """The KITTY services an entry may use besides the router: their clients, coordinators, errors.
 
-Each such service (CAD, knowledge) is named by a section of the entry's options. Its
-coordinator reads it when the entry loads and follows what it pushes over MQTT; a slow
-poll covers a broker that was away.
+Each such service (CAD, knowledge, orchestrator) is named by a section of the entry's
+options. Its coordinator reads it when the entry loads and follows what it pushes over
+MQTT; a slow poll covers a broker that was away.
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 import logging
-from typing import Any, ClassVar, Final, override
+from typing import TYPE_CHECKING, Any, ClassVar, Final, override
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
@@ -23,10 +23,13 @@ from pydantic import BaseModel, ValidationError
 
 from kittyai.catalog import ServiceName
 from kittyai.client import KittyAuthError, KittyClient, KittyError, KittyRequestError
-from kittyai.contract import TopicSpec
+from kittyai.contract import AVAILABILITY, Availability, TopicSpec
 
 from .const import DOMAIN
 from .coordinator import warn_contract_breach
+
+if TYPE_CHECKING:
+    from . import KittyConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ServiceErrorKeys:
     rejected: str
     invalid_auth: str
     unavailable: str
+    # An action that needs the service while no loaded entry has one.
+    not_configured: str
     # The service's refusals that have a message of their own, by their error code.
     by_code: Mapping[str, str] = field(default_factory=dict)
 
@@ -56,6 +61,36 @@ def optional_service_client[ClientT: KittyClient](
     return client_type(
         async_get_clientsession(hass), service[CONF_URL], service.get(CONF_TOKEN, "")
     )
+
+
+@callback
+def loaded_service[CoordinatorT: OptionalServiceCoordinator[Any, Any]](
+    hass: HomeAssistant, coordinator_type: type[CoordinatorT]
+) -> CoordinatorT | None:
+    """Return the service of this type of the first loaded KITTY entry that has one."""
+    entries: list[KittyConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
+    return next(
+        (
+            service
+            for entry in entries
+            for service in entry.runtime_data.optional_services
+            if isinstance(service, coordinator_type)
+        ),
+        None,
+    )
+
+
+@callback
+def required_service[CoordinatorT: OptionalServiceCoordinator[Any, Any]](
+    hass: HomeAssistant, coordinator_type: type[CoordinatorT]
+) -> CoordinatorT:
+    """Return the service of this type of a loaded KITTY entry; refuse when none has one."""
+    if (service := loaded_service(hass, coordinator_type)) is None:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key=coordinator_type.error_keys.not_configured,
+        )
+    return service
 
 
 @contextmanager
@@ -111,12 +146,34 @@ class OptionalServiceCoordinator[ClientT: KittyClient, DataT](DataUpdateCoordina
         )
 
     async def _async_follow(
-        self, spec: TopicSpec, handler: Callable[[mqtt.ReceiveMessage], None]
+        self,
+        spec: TopicSpec,
+        handler: Callable[[mqtt.ReceiveMessage], None],
+        topic: str | None = None,
     ) -> None:
-        """Pass the messages of one of the service's topics to `handler` while loaded."""
+        """Pass the messages of one of the service's topics to `handler` while loaded.
+
+        `topic` is the filter to subscribe to, e.g. `spec.wildcard` for a topic per
+        object; by default the service's own topic of `spec`.
+        """
         self.config_entry.async_on_unload(
-            await mqtt.async_subscribe(self.hass, spec.topic(self.service), handler, qos=spec.qos)
+            await mqtt.async_subscribe(
+                self.hass, topic or spec.topic(self.service), handler, qos=spec.qos
+            )
         )
+
+    async def _async_follow_availability(self) -> None:
+        """Ask the service again whenever it goes offline, so its entities do not go stale.
+
+        What it showed turns unavailable once the service fails to answer.
+        """
+
+        @callback
+        def _async_handle_availability(msg: mqtt.ReceiveMessage) -> None:
+            if msg.payload == Availability.OFFLINE:
+                self._async_refresh_in_background()
+
+        await self._async_follow(AVAILABILITY, _async_handle_availability)
 
     @override
     async def _async_update_data(self) -> DataT:

@@ -1,4 +1,4 @@
-"""Sensors of the KITTY integration: routing and costs, the printers' jobs, the knowledge base."""
+"""Sensors of the KITTY integration: routing and costs, the printers' jobs, knowledge, runs."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from homeassistant.util import dt as dt_util
 
 from kittyai.catalog import ServiceName
+from kittyai.contract.orchestrator import RunState, RunStats
 from kittyai.contract.rag import KnowledgeStats, Project
 from kittyai.contract.routing import RouterStats, Tier
 from kittyai.printers.base import PrinterState, PrinterStatus
@@ -28,6 +29,7 @@ from kittyai.printers.base import PrinterState, PrinterStatus
 from . import KittyConfigEntry
 from .entity import KittyEntity, KittyPrinterEntity, KittyPrintMonitorEntity
 from .knowledge import KnowledgeCoordinator
+from .optional_service import OptionalServiceCoordinator
 
 # Entities only read pushed data.
 PARALLEL_UPDATES = 0
@@ -258,33 +260,73 @@ FAILURE_SCORE = SensorEntityDescription(
 
 
 @dataclass(frozen=True, kw_only=True)
-class KittyKnowledgeSensorEntityDescription(SensorEntityDescription):
-    """A sensor read from the knowledge service's statistics."""
+class KittyServiceSensorEntityDescription[DataT](SensorEntityDescription):
+    """A sensor read from what an optional service (knowledge, orchestrator) reported."""
 
-    value_fn: Callable[[KnowledgeStats], StateType | datetime]
-    attributes_fn: Callable[[KnowledgeStats], dict[str, Any]] | None = None
+    value_fn: Callable[[DataT], StateType | datetime]
+    attributes_fn: Callable[[DataT], dict[str, Any]] | None = None
 
 
-KNOWLEDGE_SENSORS: tuple[KittyKnowledgeSensorEntityDescription, ...] = (
-    KittyKnowledgeSensorEntityDescription(
+KNOWLEDGE_SENSORS: tuple[KittyServiceSensorEntityDescription[KnowledgeStats], ...] = (
+    KittyServiceSensorEntityDescription(
         key="documents",
         translation_key="documents",
         state_class=SensorStateClass.MEASUREMENT,
         value_fn=lambda stats: stats.documents,
     ),
-    KittyKnowledgeSensorEntityDescription(
+    KittyServiceSensorEntityDescription(
         key="chunks",
         translation_key="chunks",
         state_class=SensorStateClass.MEASUREMENT,
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda stats: stats.chunks,
     ),
-    KittyKnowledgeSensorEntityDescription(
+    KittyServiceSensorEntityDescription(
         key="last_ingest",
         translation_key="last_ingest",
         device_class=SensorDeviceClass.TIMESTAMP,
         value_fn=lambda stats: stats.last_ingest_at,
         attributes_fn=lambda stats: {"title": stats.last_ingest_title},
+    ),
+)
+
+
+def _last_result_attributes(stats: RunStats) -> dict[str, Any]:
+    """Return which run ended last, of which template, when and with what message."""
+    if (result := stats.last_result) is None:
+        return {}
+    return {
+        "run_id": result.run_id,
+        "template": result.template,
+        "finished_at": result.finished_at,
+        "message": result.message,
+    }
+
+
+RUN_SENSORS: tuple[KittyServiceSensorEntityDescription[RunStats], ...] = (
+    KittyServiceSensorEntityDescription(
+        key="active_runs",
+        translation_key="active_runs",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda stats: stats.active,
+    ),
+    KittyServiceSensorEntityDescription(
+        key="runs_awaiting_approval",
+        translation_key="runs_awaiting_approval",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda stats: len(stats.awaiting_approval),
+        # What each run waits for: enough for a dashboard to show and a human to decide.
+        attributes_fn=lambda stats: {
+            "runs": [awaiting.model_dump(mode="json") for awaiting in stats.awaiting_approval]
+        },
+    ),
+    KittyServiceSensorEntityDescription(
+        key="last_run_result",
+        translation_key="last_run_result",
+        device_class=SensorDeviceClass.ENUM,
+        options=[state.value for state in RunState if state.finished],
+        value_fn=lambda stats: stats.last_result.state.value if stats.last_result else None,
+        attributes_fn=_last_result_attributes,
     ),
 )
 
@@ -300,7 +342,7 @@ async def async_setup_entry(
     entry: KittyConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the router's statistics sensors, every printer's job sensors and failure scores."""
+    """Add the router's statistics, the printers' jobs and failure scores, knowledge and runs."""
     coordinator = entry.runtime_data.coordinator
     async_add_entities(
         KittyRouterSensor(coordinator, ServiceName.ROUTER, description) for description in SENSORS
@@ -322,10 +364,14 @@ async def async_setup_entry(
     if (knowledge := entry.runtime_data.knowledge) is not None:
         device = DeviceInfo(identifiers={coordinator.device_identifier(ServiceName.RAG)})
         async_add_entities(
-            KittyKnowledgeSensor(knowledge, device, description)
-            for description in KNOWLEDGE_SENSORS
+            KittyServiceSensor(knowledge, device, description) for description in KNOWLEDGE_SENSORS
         )
         _async_follow_projects(hass, entry, knowledge, device, async_add_entities)
+    if (runs := entry.runtime_data.runs) is not None:
+        device = DeviceInfo(identifiers={coordinator.device_identifier(ServiceName.ORCHESTRATOR)})
+        async_add_entities(
+            KittyServiceSensor(runs, device, description) for description in RUN_SENSORS
+        )
 
 
 @callback
@@ -441,23 +487,25 @@ class KittyFailureScoreSensor(KittyPrintMonitorEntity, SensorEntity):
         return _percent(self.monitor.score)
 
 
-class KittyKnowledgeSensor(CoordinatorEntity[KnowledgeCoordinator], SensorEntity):
-    """One figure of the knowledge service's statistics, on its device."""
+class KittyServiceSensor[DataT](
+    CoordinatorEntity[OptionalServiceCoordinator[Any, DataT | None]], SensorEntity
+):
+    """One figure of what an optional service reported, on the service's device."""
 
     _attr_has_entity_name = True
-    entity_description: KittyKnowledgeSensorEntityDescription
+    entity_description: KittyServiceSensorEntityDescription[DataT]
 
     def __init__(
         self,
-        coordinator: KnowledgeCoordinator,
+        coordinator: OptionalServiceCoordinator[Any, DataT | None],
         device: DeviceInfo,
-        description: KittyKnowledgeSensorEntityDescription,
+        description: KittyServiceSensorEntityDescription[DataT],
     ) -> None:
         """Describe the figure `description` names."""
         super().__init__(coordinator)
         self.entity_description = description
         entry_unique_id = coordinator.config_entry.unique_id
-        self._attr_unique_id = f"{entry_unique_id}_{ServiceName.RAG}_{description.key}"
+        self._attr_unique_id = f"{entry_unique_id}_{coordinator.service}_{description.key}"
         self._attr_device_info = device
 
     @property
@@ -469,19 +517,19 @@ class KittyKnowledgeSensor(CoordinatorEntity[KnowledgeCoordinator], SensorEntity
     @property
     @override
     def native_value(self) -> StateType | datetime:
-        """Return the figure; None before the first ingest for the last ingest."""
-        if (stats := self.coordinator.data) is None:
+        """Return the figure; None where the service has none (no ingest, no run ended yet)."""
+        if (data := self.coordinator.data) is None:
             return None
-        return self.entity_description.value_fn(stats)
+        return self.entity_description.value_fn(data)
 
     @property
     @override
     def extra_state_attributes(self) -> dict[str, Any] | None:
-        """Return the title of the last document ingested."""
+        """Return the details of the figure: a title, the runs waiting, the last run."""
         attributes_fn = self.entity_description.attributes_fn
-        if (stats := self.coordinator.data) is None or attributes_fn is None:
+        if (data := self.coordinator.data) is None or attributes_fn is None:
             return None
-        return attributes_fn(stats)
+        return attributes_fn(data)
 
 
 class KittyProjectSensor(CoordinatorEntity[KnowledgeCoordinator], SensorEntity):

@@ -1,4 +1,4 @@
-"""Service actions of the KITTY integration: ask KITTY, make parts, run the printers, know."""
+"""Service actions of the KITTY integration: ask, make parts, print, know, run jobs."""
 
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -29,6 +29,14 @@ from kittyai.contract.cad import (
     JobState,
     Material,
 )
+from kittyai.contract.orchestrator import (
+    ApprovalRequest,
+    CancelRequest,
+    CreateRunRequest,
+    Decision,
+    RetryRequest,
+    RunInfo,
+)
 from kittyai.contract.rag import (
     MAX_NOTE_LENGTH,
     MAX_QUERY_LENGTH,
@@ -38,6 +46,7 @@ from kittyai.contract.rag import (
     NoteRequest,
     SearchRequest,
 )
+from kittyai.orchestrator_client import OrchestratorClient
 from kittyai.printers.base import PrinterStatus
 from kittyai.validation import describe_errors
 
@@ -51,6 +60,7 @@ from .cad import (
 from .const import DOMAIN
 from .knowledge import async_author, hit_summary, required_knowledge, translated_knowledge_errors
 from .printer_coordinator import PrinterCoordinator
+from .runs import async_run_user, required_runs, run_summary, translated_run_errors
 from .scenes import async_run_scenes
 from .turn import KittyTurn, current_turn
 
@@ -212,6 +222,46 @@ PROJECT_SUMMARY_SCHEMA: Final = probatio.Schema(
     }
 )
 
+SERVICE_CREATE_RUN: Final = "create_run"
+SERVICE_APPROVE_RUN: Final = "approve_run"
+SERVICE_REJECT_RUN: Final = "reject_run"
+SERVICE_CANCEL_RUN: Final = "cancel_run"
+SERVICE_RETRY_RUN: Final = "retry_run"
+ATTR_TEMPLATE: Final = "template"
+ATTR_PARAMS: Final = "params"
+ATTR_IDEMPOTENCY_KEY: Final = "idempotency_key"
+ATTR_RUN_ID: Final = "run_id"
+ATTR_REASON: Final = "reason"
+ATTR_CHOICE: Final = "choice"
+ATTR_FROM_STEP: Final = "from_step"
+# What the orchestrator takes; it checks the rest itself, and says what is wrong.
+MAX_RUN_TEXT: Final = 1000
+RUN_TEXT: Final = probatio.All(cv.string, probatio.Length(min=1, max=MAX_RUN_TEXT))
+
+CREATE_RUN_SCHEMA: Final = probatio.Schema(
+    {
+        probatio.Required(ATTR_TEMPLATE): cv.string,
+        # Each template checks its own parameters; the orchestrator names a wrong one.
+        probatio.Optional(ATTR_PARAMS, default=dict): dict,
+        probatio.Optional(ATTR_IDEMPOTENCY_KEY): probatio.All(
+            cv.string, probatio.Length(min=1, max=128)
+        ),
+    }
+)
+RUN_SCHEMA: Final = probatio.Schema({probatio.Required(ATTR_RUN_ID): cv.string})
+APPROVE_RUN_SCHEMA: Final = RUN_SCHEMA.extend(
+    {
+        probatio.Optional(ATTR_REASON): RUN_TEXT,
+        probatio.Optional(ATTR_CHOICE): probatio.All(cv.string, probatio.Length(min=1, max=128)),
+    }
+)
+REJECT_RUN_SCHEMA: Final = RUN_SCHEMA.extend({probatio.Optional(ATTR_REASON): RUN_TEXT})
+CANCEL_RUN_SCHEMA: Final = REJECT_RUN_SCHEMA
+RETRY_RUN_SCHEMA: Final = RUN_SCHEMA.extend(
+    # A step's index or its name; by default the first step that did not succeed.
+    {probatio.Optional(ATTR_FROM_STEP): probatio.Any(cv.positive_int, cv.string)}
+)
+
 
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
@@ -273,6 +323,16 @@ def async_setup_services(hass: HomeAssistant) -> None:
         schema=PROJECT_SUMMARY_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )
+    for service, handler, schema in (
+        (SERVICE_CREATE_RUN, _async_create_run, CREATE_RUN_SCHEMA),
+        (SERVICE_APPROVE_RUN, partial(_async_decide_run, Decision.APPROVE), APPROVE_RUN_SCHEMA),
+        (SERVICE_REJECT_RUN, partial(_async_decide_run, Decision.REJECT), REJECT_RUN_SCHEMA),
+        (SERVICE_CANCEL_RUN, _async_cancel_run, CANCEL_RUN_SCHEMA),
+        (SERVICE_RETRY_RUN, _async_retry_run, RETRY_RUN_SCHEMA),
+    ):
+        hass.services.async_register(
+            DOMAIN, service, handler, schema=schema, supports_response=SupportsResponse.OPTIONAL
+        )
 
 
 async def _async_generate_cad(call: ServiceCall) -> ServiceResponse:
@@ -280,14 +340,7 @@ async def _async_generate_cad(call: ServiceCall) -> ServiceResponse:
     hass = call.hass
     latest = loaded_cad(hass)
     client = latest.client
-    try:
-        request = GenerateRequest.model_validate(dict(call.data))
-    except ValidationError as err:
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="cad_invalid_request",
-            translation_placeholders={"error": describe_errors(err)},
-        ) from err
+    request = _validated(GenerateRequest, dict(call.data), "cad_invalid_request")
     with translated_cad_errors(client):
         job = await client.wait((await client.generate(request)).id, GENERATE_TIMEOUT_S)
         if job.state is JobState.FAILED:
@@ -316,16 +369,24 @@ async def _async_generate_cad(call: ServiceCall) -> ServiceResponse:
     }
 
 
-def _knowledge_request[M: BaseModel](model: type[M], data: dict[str, Any]) -> M:
-    """Return a knowledge request from an action's data; refuse what the service would."""
+def _validated[M: BaseModel](model: type[M], data: dict[str, Any], translation_key: str) -> M:
+    """Return a service's request from an action's data; refuse what the service would.
+
+    The refusal, under `translation_key`, says what is wrong with which field.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as err:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
-            translation_key="knowledge_invalid_request",
+            translation_key=translation_key,
             translation_placeholders={"error": describe_errors(err)},
         ) from err
+
+
+def _knowledge_request[M: BaseModel](model: type[M], data: dict[str, Any]) -> M:
+    """Return a knowledge request from an action's data; refuse what the service would."""
+    return _validated(model, data, "knowledge_invalid_request")
 
 
 def _project_id(project: str) -> str:
@@ -377,6 +438,58 @@ async def _async_project_summary(call: ServiceCall) -> ServiceResponse:
     with translated_knowledge_errors(knowledge.client):
         summary = await knowledge.client.summary(project, refresh=call.data[ATTR_REFRESH])
     return summary.model_dump(mode="json")
+
+
+async def _async_run_command(
+    call: ServiceCall, command: Callable[[OrchestratorClient], Awaitable[RunInfo]]
+) -> ServiceResponse:
+    """Send the loaded orchestrator one command; return the run it answers with."""
+    client = required_runs(call.hass).client
+    with translated_run_errors(client):
+        return run_summary(await command(client))
+
+
+async def _async_create_run(call: ServiceCall) -> ServiceResponse:
+    """Have the orchestrator plan and start a run, asked for by the user who called."""
+    request = _validated(
+        CreateRunRequest,
+        {**call.data, "requested_by": await async_run_user(call.hass, call.context)},
+        "invalid_run_request",
+    )
+    return await _async_run_command(call, lambda client: client.create_run(request))
+
+
+async def _async_decide_run(decision: Decision, call: ServiceCall) -> ServiceResponse:
+    """Approve or reject the step a run waits at, as the user who called.
+
+    An automation carries no user (nor does the button of a notification it sent):
+    its decisions are recorded as an automation's.
+    """
+    request = ApprovalRequest(
+        decision=decision,
+        approver=await async_run_user(call.hass, call.context),
+        reason=call.data.get(ATTR_REASON),
+        choice=call.data.get(ATTR_CHOICE),
+    )
+    return await _async_run_command(
+        call, lambda client: client.decide(call.data[ATTR_RUN_ID], request)
+    )
+
+
+async def _async_cancel_run(call: ServiceCall) -> ServiceResponse:
+    """Stop a run that has not finished; what it did is undone."""
+    request = CancelRequest(reason=call.data.get(ATTR_REASON))
+    return await _async_run_command(
+        call, lambda client: client.cancel(call.data[ATTR_RUN_ID], request)
+    )
+
+
+async def _async_retry_run(call: ServiceCall) -> ServiceResponse:
+    """Run a failed, rolled back or cancelled run again, from a step or where it stopped."""
+    request = RetryRequest(from_step=call.data.get(ATTR_FROM_STEP))
+    return await _async_run_command(
+        call, lambda client: client.retry(call.data[ATTR_RUN_ID], request)
+    )
 
 
 async def _async_start_print(call: ServiceCall) -> ServiceResponse:

@@ -8,17 +8,14 @@ sends them.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from http import HTTPStatus
 from pathlib import Path
 import shutil
 import time
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.helpers import device_registry as dr
@@ -30,7 +27,8 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
     async_mock_service,
 )
-from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from tests.helpers.mobile_app import Phone, PushServer, settle
 
 BLUEPRINTS = Path(__file__).parents[2] / "blueprints"
 PRINT_FAILURE = "kitty/print_failure.yaml"
@@ -44,14 +42,6 @@ def hass_config_dir(hass_tmp_config_dir: str) -> str:
     return hass_tmp_config_dir
 
 
-# A run waiting for an answer or a cooler nozzle is a task `async_block_till_done`
-# waits for, so these tests let Home Assistant work without it.
-async def _settle() -> None:
-    """Let Home Assistant do what it can do now (event loop work, no network)."""
-    for _ in range(100):
-        await asyncio.sleep(0)
-
-
 async def _until(check: Callable[[], bool]) -> None:
     """Let Home Assistant work (network and executor included) until `check()` holds.
 
@@ -61,7 +51,7 @@ async def _until(check: Callable[[], bool]) -> None:
     for _ in range(2_000):
         if check():
             return
-        await _settle()
+        await settle()
         await loop.run_in_executor(None, time.sleep, 0.005)
     raise AssertionError("Home Assistant never got there")
 
@@ -69,7 +59,7 @@ async def _until(check: Callable[[], bool]) -> None:
 async def _wait(freezer: FrozenDateTimeFactory, hass: HomeAssistant, delta: timedelta) -> None:
     freezer.tick(delta)
     async_fire_time_changed(hass)
-    await _settle()
+    await settle()
 
 
 async def _automation(hass: HomeAssistant, path: str, inputs: dict[str, Any]) -> None:
@@ -85,97 +75,6 @@ def _runs(hass: HomeAssistant) -> int:
 
 
 # --- Print failure: resume or cancel from the phone -------------------------------------
-
-
-@dataclass
-class PushServer:
-    """Receives the push notifications Home Assistant sends to the phone."""
-
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    async def _push(self, request: web.Request) -> web.Response:
-        self.notifications.append(await request.json())
-        return web.json_response({}, status=HTTPStatus.CREATED)
-
-
-@pytest.fixture
-async def push_server() -> AsyncIterator[PushServer]:
-    server = PushServer()
-    app = web.Application()
-    app.router.add_post("/push", server._push)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    server.url = f"http://{host}:{port}/push"
-    yield server
-    await runner.cleanup()
-
-
-@dataclass
-class Phone:
-    """A phone registered with Home Assistant's mobile_app integration."""
-
-    device_id: str
-    webhook_id: str
-    client: TestClient
-
-    async def tap(self, action: str) -> None:
-        """Tap a notification button: the app fires the action event through its webhook."""
-        response = await self.client.post(
-            f"/api/webhook/{self.webhook_id}",
-            json={
-                "type": "fire_event",
-                "data": {
-                    "event_type": "mobile_app_notification_action",
-                    "event_data": {"action": action},
-                },
-            },
-        )
-        assert response.status == HTTPStatus.OK
-        await _settle()
-
-
-@pytest.fixture
-async def phone(
-    hass: HomeAssistant,
-    hass_client: ClientSessionGenerator,
-    push_server: PushServer,
-    device_registry: dr.DeviceRegistry,
-) -> Phone:
-    assert await async_setup_component(hass, "mobile_app", {})
-    # mobile_app sets up notify (and its views) in the background; the client's
-    # server freezes the views, so let it finish first.
-    await hass.async_block_till_done()
-    client = await hass_client()
-    response = await client.post(
-        "/api/mobile_app/registrations",
-        json={
-            "app_id": "io.homeassistant.companion.android",
-            "app_name": "Home Assistant",
-            "app_version": "2026.10.0",
-            "device_id": "workshop-phone",
-            "device_name": "Workshop phone",
-            "manufacturer": "Google",
-            "model": "Pixel 9",
-            "os_name": "Android",
-            "os_version": "16",
-            "supports_encryption": False,
-            "app_data": {"push_token": "workshop-phone-token", "push_url": push_server.url},
-        },
-    )
-    assert response.status == HTTPStatus.CREATED
-    webhook_id = (await response.json())["webhook_id"]
-    await hass.async_block_till_done()
-    assert hass.services.has_service("notify", "mobile_app_workshop_phone")
-    (entry,) = hass.config_entries.async_entries("mobile_app")
-    device = device_registry.async_get_device_by_identifier(
-        ("mobile_app", "workshop-phone"), entry.entry_id
-    )
-    assert device is not None
-    return Phone(device.id, webhook_id, client)
 
 
 @pytest.fixture
@@ -486,7 +385,7 @@ async def _printer(
             {"entity_id": "input_select.printer_state", "option": state},
             blocking=True,
         )
-    await _settle()
+    await settle()
 
 
 def _plug(hass: HomeAssistant) -> str:

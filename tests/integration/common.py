@@ -12,7 +12,7 @@ import urllib.request
 from homeassistant.components import conversation, mqtt
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.const import CONF_TOKEN, CONF_URL
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import Context, HomeAssistant, callback
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er, llm
 from homeassistant.setup import async_setup_component
@@ -20,6 +20,10 @@ from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     get_schema_suggested_value,
 )
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.kitty.const import (
     DEFAULT_CONVERSATION_NAME,
@@ -27,11 +31,13 @@ from custom_components.kitty.const import (
     DOMAIN,
     NAME,
     SECTION_CAD,
+    SECTION_ORCHESTRATOR,
     SECTION_RAG,
     SUBENTRY_CONVERSATION,
 )
-from kittyai.catalog import ServiceName
-from kittyai.contract import AVAILABILITY, INFO, ROUTER_STATS, ServiceInfo
+from kittyai.catalog import SERVICES, ServiceName
+from kittyai.contract import AVAILABILITY, INFO, ROUTER_STATS, RUN_EVENT, RUN_STATS, ServiceInfo
+from kittyai.contract.orchestrator import RunEvent, RunEventType, RunState
 from kittyai.contract.routing import (
     BudgetState,
     BudgetStatus,
@@ -43,6 +49,7 @@ from kittyai.contract.routing import (
 )
 from tests.helpers.fake_llm import FakeLLMServer, FakeOllama, FakeOpenAI, ScriptedReply
 from tests.helpers.net import loopback_sockets
+from tests.helpers.orchestrator import ORCHESTRATOR_SERVICE_OPTIONS
 from tests.helpers.services import ServiceProcess
 
 OPENAI_KEY = "sk-test-agent-0123456789"
@@ -50,6 +57,7 @@ CAD_TOKEN = "cad-token-0123456789"
 CAD_MODEL_KEY = "sk-test-cad-0123456789"
 RAG_TOKEN = "rag-token-0123456789"
 RAG_MODEL_KEY = "sk-test-rag-0123456789"
+ORCHESTRATOR_TOKEN = "orchestrator-token-0123456789"
 # The manual the knowledge tests ask about, one paragraph a page: the bed's limit is on page 3.
 MK4_MANUAL_TITLE = "Prusa MK4 manual"
 MK4_MANUAL_PAGES = [
@@ -116,11 +124,18 @@ def kitty_entry(
     )
 
 
+def service_options(
+    section: str, service: ServiceProcess | None, *, url: str, token: str
+) -> dict[str, Any]:
+    """Return the entry options the options flow stores for `service` (or a URL and token)."""
+    if service is None:
+        return {section: {CONF_URL: url, CONF_TOKEN: token}}
+    return {section: {CONF_URL: service.url, CONF_TOKEN: service.token}}
+
+
 def cad_options(cad: ServiceProcess | None = None, *, url: str = "") -> dict[str, Any]:
     """Return the entry options the options flow stores for a CAD service (or a URL)."""
-    if cad is None:
-        return {SECTION_CAD: {CONF_URL: url, CONF_TOKEN: CAD_TOKEN}}
-    return {SECTION_CAD: {CONF_URL: cad.url, CONF_TOKEN: cad.token}}
+    return service_options(SECTION_CAD, cad, url=url, token=CAD_TOKEN)
 
 
 def run_service(
@@ -155,9 +170,7 @@ def run_cad(
 
 def rag_options(rag: ServiceProcess | None = None, *, url: str = "") -> dict[str, Any]:
     """Return the entry options the options flow stores for a knowledge service (or a URL)."""
-    if rag is None:
-        return {SECTION_RAG: {CONF_URL: url, CONF_TOKEN: RAG_TOKEN}}
-    return {SECTION_RAG: {CONF_URL: rag.url, CONF_TOKEN: rag.token}}
+    return service_options(SECTION_RAG, rag, url=url, token=RAG_TOKEN)
 
 
 def run_rag(
@@ -179,6 +192,70 @@ def run_rag(
     yield from run_service(
         ServiceName.RAG, workdir, mqtt_port=mqtt_port, token=RAG_TOKEN, options=options, timeout=60
     )
+
+
+def orchestrator_options(
+    orchestrator: ServiceProcess | None = None, *, url: str = "", token: str = ORCHESTRATOR_TOKEN
+) -> dict[str, Any]:
+    """Return the entry options the options flow stores for an orchestrator (or a URL)."""
+    return service_options(SECTION_ORCHESTRATOR, orchestrator, url=url, token=token)
+
+
+def run_orchestrator(workdir: Path, *, mqtt_port: int | None) -> Iterator[ServiceProcess]:
+    """Run a real orchestrator (SQLite in its data dir) with its drill template."""
+    # Its durable engine takes a few seconds to start.
+    yield from run_service(
+        ServiceName.ORCHESTRATOR,
+        workdir,
+        mqtt_port=mqtt_port,
+        token=ORCHESTRATOR_TOKEN,
+        options=ORCHESTRATOR_SERVICE_OPTIONS,
+        timeout=60,
+    )
+
+
+async def runs_subscribed(hass: HomeAssistant) -> None:
+    """Wait until the broker sends HA the orchestrator's topics: runs begun before go unseen.
+
+    HA reports a subscription done while its SUBSCRIBE may still be on its way, so
+    this waits for messages instead: the retained statistics of a running
+    orchestrator, and a log line of no run, sent round until it comes back.
+    """
+    await _delivered(hass, RUN_STATS.pattern)
+    probe = RunEvent(
+        seq=1,
+        run_id="r-subscribed",
+        template="probe",
+        type=RunEventType.LOG,
+        at=datetime.now(UTC),
+        state=RunState.QUEUED,
+    )
+    await _delivered(
+        hass,
+        RUN_EVENT.wildcard,
+        probe=(RUN_EVENT.topic_for(run_id=probe.run_id), probe.model_dump_json()),
+    )
+
+
+async def _delivered(hass: HomeAssistant, topic: str, probe: tuple[str, str] | None = None) -> None:
+    """Wait until HA receives a message on `topic`; publish `probe` (topic, payload) meanwhile."""
+    received: list[mqtt.ReceiveMessage] = []
+
+    @callback
+    def _receive(msg: mqtt.ReceiveMessage) -> None:
+        received.append(msg)
+
+    stop = await mqtt.async_subscribe(hass, topic, _receive, qos=1)
+    try:
+        async with asyncio.timeout(10):
+            while not received:
+                if probe is not None:
+                    await mqtt.async_publish(hass, *probe, qos=1)
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise AssertionError(f"HA received nothing on {topic}") from None
+    finally:
+        stop()
 
 
 def summarizes_notes(body: dict[str, Any]) -> ScriptedReply:
@@ -240,6 +317,30 @@ async def call_tool(
     return await instance.async_call_tool(llm.ToolInput(tool_name=name, tool_args=args))
 
 
+async def assert_service_down(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    entry: MockConfigEntry,
+    *,
+    section: str,
+    url: str,
+    tools: dict[str, dict[str, Any]],
+) -> None:
+    """Check that a service down at `url` fails its tools and shows so in the diagnostics.
+
+    Each of the tools (name → arguments) answers with the error instead of failing the
+    turn; the diagnostics' `section` says the service is unavailable, with no statistics.
+    """
+    for name, args in tools.items():
+        result = await call_tool(hass, name, **args)
+        assert result.error, name
+        assert url in result.data["error"], name
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    assert diagnostics[section]["available"] is False
+    assert url in diagnostics[section]["last_error"]
+    assert diagnostics[section]["stats"] is None
+
+
 async def open_options(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
     """Open the entry's options flow; return its form."""
     result = await hass.config_entries.options.async_init(entry.entry_id)
@@ -249,6 +350,41 @@ async def open_options(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
     return result
 
 
+async def submit_options(hass: HomeAssistant, flow_id: str, **sections: dict[str, str]) -> Any:
+    """Submit the options form with these sections, as the frontend sends them."""
+    return await hass.config_entries.options.async_configure(flow_id, sections)
+
+
+async def options_refused_then_stored(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    section: str,
+    service: ServiceProcess,
+    *,
+    url: str,
+    token: str,
+    error: str,
+) -> None:
+    """Type a URL and token the options refuse with `error`, then `service`'s, which are stored.
+
+    The refusal names the service and shows the URL again, never the token.
+    """
+    flow_id = (await open_options(hass, entry))["flow_id"]
+    result = await submit_options(hass, flow_id, **{section: {CONF_URL: url, CONF_TOKEN: token}})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": error}
+    assert result["description_placeholders"] == {"service": SERVICES[service.name].title}
+    assert suggested(result, section, CONF_URL) == url
+    assert suggested(result, section, CONF_TOKEN) is None
+    assert entry.options == {}
+
+    result = await submit_options(
+        hass, flow_id, **{section: {CONF_URL: service.url, CONF_TOKEN: service.token}}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == service_options(section, service, url="", token="")
+
+
 def suggested(result: Any, section: str, key: str) -> Any:
     """Return what a section of the options form suggests for one of its fields."""
     fields = result["data_schema"].schema[section].schema.schema
@@ -256,14 +392,24 @@ def suggested(result: Any, section: str, key: str) -> Any:
 
 
 async def wait_for(
-    hass: HomeAssistant, condition: Callable[[], bool], what: str, within: float = 15.0
+    hass: HomeAssistant,
+    condition: Callable[[], bool],
+    what: str,
+    within: float = 15.0,
+    *,
+    block: bool = True,
 ) -> None:
-    """Let HA run until `condition` holds: real peers answer in their own time."""
+    """Let HA run until `condition` holds: real peers answer in their own time.
+
+    `block=False` lets HA work without waiting for its tasks to finish: an
+    automation that waits for a trigger is such a task.
+    """
     try:
         async with asyncio.timeout(within):
             while not condition():
                 await asyncio.sleep(0.02)
-                await hass.async_block_till_done()
+                if block:
+                    await hass.async_block_till_done()
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 

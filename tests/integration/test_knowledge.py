@@ -37,7 +37,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.kitty.const import DOMAIN, SECTION_CAD, SECTION_RAG
+from custom_components.kitty.const import DOMAIN, SECTION_CAD, SECTION_ORCHESTRATOR, SECTION_RAG
 from custom_components.kitty.conversation import RemoteModeAPIInstance
 from custom_components.kitty.llm_api import KNOWLEDGE_PROMPT
 from kittyai.catalog import ServiceName
@@ -49,6 +49,7 @@ from tests.helpers.services import ServiceProcess
 from tests.integration.common import (
     MK4_MANUAL_PAGES,
     MK4_MANUAL_TITLE,
+    assert_service_down,
     call_tool,
     kitty_entry,
     llm_context,
@@ -58,6 +59,7 @@ from tests.integration.common import (
     run_rag,
     service_request,
     set_up_kitty,
+    submit_options,
     suggested,
     wait_for,
 )
@@ -155,11 +157,6 @@ async def sensors_loaded(hass: HomeAssistant, entry: MockConfigEntry) -> None:
 # -- options flow -------------------------------------------------------------------------
 
 
-async def submit(hass: HomeAssistant, flow_id: str, **sections: dict[str, str]) -> Any:
-    """Submit the options form with these sections, as the frontend sends them."""
-    return await hass.config_entries.options.async_configure(flow_id, sections)
-
-
 async def loaded_with_knowledge(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     """Wait until the entry reloaded with its knowledge service."""
     await wait_for(
@@ -175,9 +172,9 @@ async def test_options_connect_the_knowledge_service(
     """The service's URL and token are checked and stored; its sensors come with the reload."""
     assert kitty.runtime_data.rag is None
     result = await open_options(hass, kitty)
-    assert set(result["data_schema"].schema) == {SECTION_CAD, SECTION_RAG}
+    assert set(result["data_schema"].schema) == {SECTION_CAD, SECTION_RAG, SECTION_ORCHESTRATOR}
 
-    result = await submit(
+    result = await submit_options(
         hass, result["flow_id"], cad={}, rag={CONF_URL: f"{rag.url}/", CONF_TOKEN: rag.token}
     )
 
@@ -217,7 +214,7 @@ async def test_options_errors_then_recover(
     }[case]
     flow_id = (await open_options(hass, kitty))["flow_id"]
 
-    result = await submit(hass, flow_id, cad={}, rag={CONF_URL: url, CONF_TOKEN: token})
+    result = await submit_options(hass, flow_id, cad={}, rag={CONF_URL: url, CONF_TOKEN: token})
 
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": error}
@@ -227,7 +224,9 @@ async def test_options_errors_then_recover(
     assert suggested(result, SECTION_RAG, CONF_TOKEN) is None
     assert kitty.options == {}
 
-    result = await submit(hass, flow_id, cad={}, rag={CONF_URL: rag.url, CONF_TOKEN: rag.token})
+    result = await submit_options(
+        hass, flow_id, cad={}, rag={CONF_URL: rag.url, CONF_TOKEN: rag.token}
+    )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert kitty.options == rag_options(rag)
     await loaded_with_knowledge(hass, kitty)
@@ -238,7 +237,7 @@ async def test_options_not_a_kitty_service(
 ) -> None:
     """A server that answers, but not as a KITTY service, is no knowledge service."""
     flow_id = (await open_options(hass, kitty))["flow_id"]
-    result = await submit(hass, flow_id, rag={CONF_URL: not_kitty_url, CONF_TOKEN: "token"})
+    result = await submit_options(hass, flow_id, rag={CONF_URL: not_kitty_url, CONF_TOKEN: "token"})
     assert result["errors"] == {"base": "not_rag_service"}
 
 
@@ -253,18 +252,20 @@ async def test_options_keep_the_token_then_turn_knowledge_off(
     assert suggested(result, SECTION_RAG, CONF_TOKEN) is None
     assert suggested(result, SECTION_CAD, CONF_URL) == ""
 
-    result = await submit(hass, result["flow_id"], cad={})
+    result = await submit_options(hass, result["flow_id"], cad={})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert kitty_rag.options == rag_options(rag)
 
-    result = await submit(
+    result = await submit_options(
         hass, (await open_options(hass, kitty_rag))["flow_id"], rag={CONF_URL: rag.url}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert kitty_rag.options == rag_options(rag)
     await loaded_with_knowledge(hass, kitty_rag)
 
-    result = await submit(hass, (await open_options(hass, kitty_rag))["flow_id"], cad={}, rag={})
+    result = await submit_options(
+        hass, (await open_options(hass, kitty_rag))["flow_id"], cad={}, rag={}
+    )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert kitty_rag.options == {}
     await wait_for(
@@ -423,19 +424,19 @@ async def test_service_down_and_token_rejected(
     assert failed.value.translation_key == "knowledge_unavailable"
     assert closed_url in str(failed.value)
     # The model reads the same: its tools answer with the error instead of failing the turn.
-    for name, args in (
-        ("SearchKnowledge", {"query": "bed temperature"}),
-        ("AddProjectNote", {"project": "drone", "text": "Check the props."}),
-        ("SummarizeProject", {"project": "drone"}),
-        ("ListProjects", {}),
-    ):
-        result = await call_tool(hass, name, **args)
-        assert result.error, name
-        assert closed_url in result.data["error"], name
-    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
-    assert diagnostics["knowledge"]["available"] is False
-    assert closed_url in diagnostics["knowledge"]["last_error"]
-    assert diagnostics["knowledge"]["stats"] is None
+    await assert_service_down(
+        hass,
+        hass_client,
+        entry,
+        section="knowledge",
+        url=closed_url,
+        tools={
+            "SearchKnowledge": {"query": "bed temperature"},
+            "AddProjectNote": {"project": "drone", "text": "Check the props."},
+            "SummarizeProject": {"project": "drone"},
+            "ListProjects": {},
+        },
+    )
 
     assert await hass.config_entries.async_unload(entry.entry_id)
     entry = await set_up_kitty(
