@@ -386,12 +386,17 @@ class DevStack:
         (self.ha_config / "configuration.yaml").write_text(
             "# Written by scripts/develop on every start.\n"
             "default_config:\n\n"
+            # What a fresh installation has; config_change runs patch it.
+            "automation: !include automations.yaml\n\n"
             "logger:\n"
             "  default: info\n"
             "  logs:\n"
             "    custom_components.kitty: debug\n",
             encoding="utf-8",
         )
+        automations = self.ha_config / "automations.yaml"
+        if not automations.exists():
+            automations.write_text("[]\n", encoding="utf-8")
         integrations = self.ha_config / "custom_components"
         integrations.mkdir(exist_ok=True)
         link = integrations / "kitty"
@@ -460,6 +465,36 @@ class DevStack:
             await self.processes.stop_all()
             log("stopped")
 
+    async def _start_service(self, name: ServiceName, ports: StackPorts) -> None:
+        service_dir = self.root / "services" / name
+        log(f"starting kittyai.{name} on 127.0.0.1:{ports.services[name]}")
+        await self.processes.start(
+            f"kitty-{name}",
+            sys.executable,
+            "-m",
+            f"kittyai.{name}",
+            "--options",
+            str(service_dir / "options.json"),
+            "--data",
+            str(service_dir / "data"),
+        )
+
+    def _add_orchestrator_options(self, ports: StackPorts, ha_url: str, ha_token: str) -> None:
+        """Point the orchestrator at Home Assistant (URL, token, config folder) and its peers."""
+        path = self.root / "services" / ServiceName.ORCHESTRATOR / "options.json"
+        options = json.loads(path.read_text(encoding="utf-8"))
+        options["home_assistant"] = {
+            "url": ha_url,
+            "token": ha_token,
+            "config_dir": str(self.ha_config),
+        }
+        for name, key in ((ServiceName.CAD, "cad"), (ServiceName.RAG, "knowledge")):
+            options[key] = {
+                "url": f"http://127.0.0.1:{ports.services[name]}",
+                "token": self._token(name),
+            }
+        path.write_text(json.dumps(options, indent=2), encoding="utf-8")
+
     def _token(self, name: ServiceName) -> str:
         """Return the API token a service keeps in its data folder, made now if new.
 
@@ -501,19 +536,10 @@ class DevStack:
             "--verbose",
             "false",
         )
+        # The orchestrator starts once Home Assistant has a token for it.
         for name in ServiceName:
-            service_dir = self.root / "services" / name
-            log(f"starting kittyai.{name} on 127.0.0.1:{ports.services[name]}")
-            await self.processes.start(
-                f"kitty-{name}",
-                sys.executable,
-                "-m",
-                f"kittyai.{name}",
-                "--options",
-                str(service_dir / "options.json"),
-                "--data",
-                str(service_dir / "data"),
-            )
+            if name is not ServiceName.ORCHESTRATOR:
+                await self._start_service(name, ports)
         log(f"starting Home Assistant on 127.0.0.1:{ports.ha} (first start installs its packages)")
         # HA 2026.10 keeps its HTTP settings in storage and treats YAML ones as an
         # unconfirmed trial that it reverts after five minutes; SETUP_PORT sets the
@@ -530,15 +556,18 @@ class DevStack:
         router_url = f"http://127.0.0.1:{ports.services[ServiceName.ROUTER]}"
         cad_url = f"http://127.0.0.1:{ports.services[ServiceName.CAD]}"
         rag_url = f"http://127.0.0.1:{ports.services[ServiceName.RAG]}"
+        orchestrator_url = f"http://127.0.0.1:{ports.services[ServiceName.ORCHESTRATOR]}"
         async with aiohttp.ClientSession() as session:
             llm_models = f"http://127.0.0.1:{ports.llm}/v1/models"
             await wait_until(lambda: _is_ok(session, llm_models), "the local model")
-            for name in ServiceName:
-                url = f"http://127.0.0.1:{ports.services[name]}/health"
-                await wait_until(lambda url=url: _is_ok(session, url), f"kittyai.{name}")
             ha = HomeAssistantSetup(session, ha_url, self.credentials_path)
             await ha.wait_ready()
             await ha.ensure_onboarded()
+            self._add_orchestrator_options(ports, ha_url, ha.credentials["token"])
+            await self._start_service(ServiceName.ORCHESTRATOR, ports)
+            for name in ServiceName:
+                url = f"http://127.0.0.1:{ports.services[name]}/health"
+                await wait_until(lambda url=url: _is_ok(session, url), f"kittyai.{name}")
             await ha.ensure_entry(
                 "mqtt",
                 {
@@ -555,6 +584,10 @@ class DevStack:
                 {
                     "cad": {"url": cad_url, "token": self._token(ServiceName.CAD)},
                     "rag": {"url": rag_url, "token": self._token(ServiceName.RAG)},
+                    "orchestrator": {
+                        "url": orchestrator_url,
+                        "token": self._token(ServiceName.ORCHESTRATOR),
+                    },
                 },
             )
             await ha.wait_entry_loaded("kitty")
@@ -563,6 +596,7 @@ class DevStack:
         log(f"  user: {USERNAME}  password: {ha.credentials['password']}")
         log(f"  long-lived token and password: {self.credentials_path}")
         log(f"  router API: {router_url}  CAD API: {cad_url}  knowledge API: {rag_url}")
+        log(f"  orchestrator API: {orchestrator_url}")
         log(f"  knowledge watch folder: {self.share_dir / 'kitty' / 'knowledge'}")
         log(f"  logs: {self.logs}")
         log(f"  local model: http://127.0.0.1:{ports.llm}/v1 ({LLM_MODEL})")
