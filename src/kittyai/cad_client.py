@@ -8,7 +8,6 @@ its errors contains the token.
 import asyncio
 from http import HTTPStatus
 import time
-from typing import override
 
 import aiohttp
 from pydantic import BaseModel
@@ -67,6 +66,8 @@ class CadClient(KittyClient):
     It is a KittyClient, so `get_info` tells who the service is; what it adds are
     the CAD routes, and a `CadRequestError` for every request the service refuses.
     """
+
+    refusal_error = CadRequestError
 
     async def generate(self, request: GenerateRequest) -> CadJob:
         """Submit a request; return the queued job."""
@@ -137,12 +138,3 @@ class CadClient(KittyClient):
         """Return the printer profiles parts are made for."""
         body = await self._request_json("GET", "/api/cad/printers")
         return self._parse(_PrinterList, body, "a printer list").printers
-
-    @override
-    async def _raise_for_status(
-        self, response: aiohttp.ClientResponse, path: str, expected: HTTPStatus
-    ) -> None:
-        """Raise CadRequestError for a refusal the service explains; else as any service."""
-        if response.status not in (expected, HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-            await self._raise_explained_refusal(response, CadRequestError)
-        await super()._raise_for_status(response, path, expected)

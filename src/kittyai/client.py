@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
 from http import HTTPStatus
 import json
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
@@ -88,6 +88,16 @@ class _ModelList(BaseModel):
 
 class KittyClient:
     """Talks to one KITTY service over HTTP with a bearer token."""
+
+    # The error a 4xx with a KITTY error body raises; None: such a refusal is an
+    # unexpected answer like any other.
+    refusal_error: ClassVar[type[KittyRequestError] | None] = None
+    # Success besides the status a call expects: 200 as well as 201 where a request
+    # may find what it would have made.
+    also_success: ClassVar[frozenset[HTTPStatus]] = frozenset()
+    # Whether a 403 is a refusal the service explains (a missing scope, a path outside
+    # the share) rather than a token it does not know.
+    forbidden_is_refusal: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -236,11 +246,23 @@ class KittyClient:
     async def _raise_for_status(
         self, response: aiohttp.ClientResponse, path: str, expected: HTTPStatus
     ) -> None:
-        """Raise the error an unexpected status means, with what the service said."""
+        """Raise the error an unexpected status means, with what the service said.
+
+        A client whose service explains its refusals (`refusal_error`) raises that
+        error for a 4xx with a KITTY error body; a wrong token stays an auth error.
+        """
+        status = response.status
+        if status == expected or status in self.also_success:
+            return
+        auth_statuses = (
+            {HTTPStatus.UNAUTHORIZED}
+            if self.forbidden_is_refusal
+            else {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}
+        )
+        if self.refusal_error is not None and status not in auth_statuses:
+            await self._raise_explained_refusal(response, self.refusal_error)
         if response.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             raise KittyAuthError(f"{self._url} rejected the token")
-        if response.status == expected:
-            return
         message = f"{self._url}{path} answered HTTP {response.status}"
         try:
             body = await response.json(content_type=None)

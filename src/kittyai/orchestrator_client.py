@@ -7,9 +7,7 @@ message of its errors contains the token.
 
 from collections.abc import Collection
 from http import HTTPStatus
-from typing import override
 
-import aiohttp
 from yarl import URL
 
 from kittyai.client import KittyClient, KittyRequestError, path_segment
@@ -28,8 +26,6 @@ from kittyai.contract.orchestrator import (
     RunStats,
 )
 
-_SUCCESS = frozenset({HTTPStatus.OK, HTTPStatus.CREATED})
-
 
 class OrchestratorRequestError(KittyRequestError):
     """The orchestrator refused a request (HTTP 4xx), saying why."""
@@ -42,6 +38,12 @@ class OrchestratorClient(KittyClient):
     the run routes, and an `OrchestratorRequestError` for every request the
     orchestrator refuses.
     """
+
+    refusal_error = OrchestratorRequestError
+    # 201 for a new run, 200 for the one an idempotency key found. A 403 says the
+    # token lacks a scope (`missing_scope`).
+    also_success = frozenset({HTTPStatus.OK, HTTPStatus.CREATED})
+    forbidden_is_refusal = True
 
     async def create_run(self, request: CreateRunRequest) -> RunInfo:
         """Plan and start a run; the same idempotency key returns the run made first."""
@@ -108,19 +110,3 @@ class OrchestratorClient(KittyClient):
         """Send one command to a run; return the run the orchestrator answers with."""
         path = f"/api/runs/{path_segment(run_id)}/{command}"
         return self._parse(RunInfo, await self._request_json("POST", path, json_body=body), "a run")
-
-    @override
-    async def _raise_for_status(
-        self, response: aiohttp.ClientResponse, path: str, expected: HTTPStatus
-    ) -> None:
-        """Raise OrchestratorRequestError for a refusal it explains; else as any service.
-
-        The orchestrator answers 201 for a new run and 200 for the one an
-        idempotency key found: either is success. A wrong token is a 401; a 403
-        says the token lacks a scope (`missing_scope`), which is a refusal too.
-        """
-        if response.status in _SUCCESS:
-            return
-        if response.status != HTTPStatus.UNAUTHORIZED:
-            await self._raise_explained_refusal(response, OrchestratorRequestError)
-        await super()._raise_for_status(response, path, expected)

@@ -6,9 +6,7 @@ message of its errors contains the token.
 """
 
 from http import HTTPStatus
-from typing import override
 
-import aiohttp
 from yarl import URL
 
 from kittyai.client import KittyClient, KittyRequestError, path_segment
@@ -31,8 +29,6 @@ from kittyai.contract.rag import (
     SourceKind,
 )
 
-_SUCCESS = frozenset({HTTPStatus.OK, HTTPStatus.CREATED})
-
 
 class RagRequestError(KittyRequestError):
     """The knowledge service refused a request (HTTP 4xx), saying why."""
@@ -44,6 +40,13 @@ class RagClient(KittyClient):
     It is a KittyClient, so `get_info` tells who the service is; what it adds are
     the knowledge routes, and a `RagRequestError` for every request the service refuses.
     """
+
+    refusal_error = RagRequestError
+    # 201 where a request made something (a document, a note, a link), 200 where it
+    # was there before. A 403 refuses a path outside the share or a URL outside the
+    # home network.
+    also_success = frozenset({HTTPStatus.OK, HTTPStatus.CREATED})
+    forbidden_is_refusal = True
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
         """Ingest a file of the share folder or a URL on the local network."""
@@ -133,19 +136,3 @@ class RagClient(KittyClient):
         """Return the counts, the last ingest and the active projects."""
         body = await self._request_json("GET", "/api/stats")
         return self._parse(KnowledgeStats, body, "a statistics payload")
-
-    @override
-    async def _raise_for_status(
-        self, response: aiohttp.ClientResponse, path: str, expected: HTTPStatus
-    ) -> None:
-        """Raise RagRequestError for a refusal the service explains; else as any service.
-
-        The service answers 201 where a request made something (a document, a note, a
-        link) and 200 where it was there before: either is success. A wrong token is a
-        401; a 403 refuses a path outside the share or a URL outside the home network.
-        """
-        if response.status in _SUCCESS:
-            return
-        if response.status != HTTPStatus.UNAUTHORIZED:
-            await self._raise_explained_refusal(response, RagRequestError)
-        await super()._raise_for_status(response, path, expected)
