@@ -43,6 +43,7 @@ from tests.integration.common import (
     llm_context,
     model_designs,
     open_options,
+    options_refused_then_stored,
     publish,
     run_cad,
     service_request,
@@ -160,19 +161,10 @@ async def test_options_errors_then_recover(
         "closed_port": (closed_url, cad.token),
         "not_a_url": ("cad.local", cad.token),
     }[case]
-    flow_id = (await open_options(hass, kitty))["flow_id"]
 
-    result = await submit_cad(hass, flow_id, url=url, token=token)
-
-    assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {"base": error}
-    assert suggested(result, SECTION_CAD, CONF_URL) == url
-    assert suggested(result, SECTION_CAD, CONF_TOKEN) is None
-    assert kitty.options == {}
-
-    result = await submit_cad(hass, flow_id, url=cad.url, token=cad.token)
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert kitty.options[SECTION_CAD][CONF_URL] == cad.url
+    await options_refused_then_stored(
+        hass, kitty, SECTION_CAD, cad, url=url, token=token, error=error
+    )
     await loaded_with_cad(hass, kitty)
 
 

@@ -54,6 +54,7 @@ from tests.integration.common import (
     kitty_entry,
     llm_context,
     open_options,
+    options_refused_then_stored,
     publish,
     rag_options,
     run_rag,
@@ -212,23 +213,10 @@ async def test_options_errors_then_recover(
         "closed_port": (closed_url, rag.token),
         "not_a_url": ("rag.local", rag.token),
     }[case]
-    flow_id = (await open_options(hass, kitty))["flow_id"]
 
-    result = await submit_options(hass, flow_id, cad={}, rag={CONF_URL: url, CONF_TOKEN: token})
-
-    assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {"base": error}
-    # The message names the service that failed.
-    assert result["description_placeholders"] == {"service": "KITTY Knowledge"}
-    assert suggested(result, SECTION_RAG, CONF_URL) == url
-    assert suggested(result, SECTION_RAG, CONF_TOKEN) is None
-    assert kitty.options == {}
-
-    result = await submit_options(
-        hass, flow_id, cad={}, rag={CONF_URL: rag.url, CONF_TOKEN: rag.token}
+    await options_refused_then_stored(
+        hass, kitty, SECTION_RAG, rag, url=url, token=token, error=error
     )
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert kitty.options == rag_options(rag)
     await loaded_with_knowledge(hass, kitty)
 
 
